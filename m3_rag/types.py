@@ -1,0 +1,123 @@
+"""Typed results of the encoder: one forward pass, three representations."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["OutputName", "ALL_OUTPUTS", "SparseVector", "M3Output", "validate_outputs"]
+
+OutputName = Literal["dense", "sparse", "colbert"]
+ALL_OUTPUTS: tuple[OutputName, ...] = ("dense", "sparse", "colbert")
+
+
+@dataclass(frozen=True, eq=False)
+class SparseVector:
+    """Lexical weights of one text: token ids (ascending, unique) and their positive weights.
+
+    >>> v = SparseVector.from_dict({7: 0.5, 3: 0.25})
+    >>> v.indices.tolist(), v.values.tolist()
+    ([3, 7], [0.25, 0.5])
+    >>> v.to_dict()
+    {3: 0.25, 7: 0.5}
+    >>> len(SparseVector.empty())
+    0
+    """
+
+    indices: np.ndarray  # int64 token ids
+    values: np.ndarray  # float32 weights, all > 0
+
+    def __post_init__(self) -> None:
+        if self.indices.shape != self.values.shape or self.indices.ndim != 1:
+            raise ValueError(
+                f"SparseVector needs 1-D indices and values of equal length; found indices "
+                f"{self.indices.shape} and values {self.values.shape}. Pass one weight per token id."
+            )
+
+    @classmethod
+    def from_dict(cls, weights: dict[int, float]) -> SparseVector:
+        ids = np.fromiter((int(k) for k in weights), dtype=np.int64, count=len(weights))
+        vals = np.fromiter((float(v) for v in weights.values()), dtype=np.float32, count=len(weights))
+        order = np.argsort(ids, kind="stable")
+        return cls(ids[order], vals[order])
+
+    @classmethod
+    def empty(cls) -> SparseVector:
+        return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
+
+    def to_dict(self) -> dict[int, float]:
+        return {int(i): float(v) for i, v in zip(self.indices, self.values)}
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SparseVector):
+            return NotImplemented
+        return np.array_equal(self.indices, other.indices) and np.array_equal(self.values, other.values)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable arrays inside
+
+
+@dataclass(frozen=True, eq=False)
+class M3Output:
+    """The outputs of one encoder call, in input order.
+
+    An output that was not requested is ``None``. ``token_counts`` are the tokens each text
+    was encoded with (after truncation, special tokens included); ``truncated`` marks the
+    texts that were cut to the maximum length.
+    """
+
+    dense: np.ndarray | None  # [n, H] float32, L2-normalised
+    sparse: list[SparseVector] | None
+    colbert: list[np.ndarray] | None  # n arrays of [t_i, D] float32, rows L2-normalised
+    token_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def __len__(self) -> int:
+        return int(self.token_counts.shape[0])
+
+    @property
+    def num_truncated(self) -> int:
+        return int(self.truncated.sum())
+
+    def select(self, rows: Iterable[int]) -> M3Output:
+        """The outputs of a subset of the texts, in the order given."""
+        idx = list(rows)
+        return M3Output(
+            dense=None if self.dense is None else self.dense[idx],
+            sparse=None if self.sparse is None else [self.sparse[i] for i in idx],
+            colbert=None if self.colbert is None else [self.colbert[i] for i in idx],
+            token_counts=self.token_counts[idx],
+            truncated=self.truncated[idx],
+        )
+
+
+def validate_outputs(outputs: Collection[str] | str) -> tuple[OutputName, ...]:
+    """Normalise an ``outputs=`` argument; unknown names raise.
+
+    >>> validate_outputs(["colbert", "dense"])
+    ('dense', 'colbert')
+    >>> validate_outputs("sparse")
+    ('sparse',)
+    >>> validate_outputs(["lexical"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown output 'lexical': expected any of ('dense', 'sparse', 'colbert'). Fix: pass outputs=("dense", "sparse", "colbert") or a subset.
+    """
+    names = (outputs,) if isinstance(outputs, str) else tuple(outputs)
+    for name in names:
+        if name not in ALL_OUTPUTS:
+            raise ValueError(
+                f"unknown output {name!r}: expected any of {ALL_OUTPUTS}. "
+                'Fix: pass outputs=("dense", "sparse", "colbert") or a subset.'
+            )
+    if not names:
+        raise ValueError(
+            f"no output requested: expected at least one of {ALL_OUTPUTS}. "
+            'Fix: pass outputs=("dense", "sparse", "colbert") or a subset.'
+        )
+    return tuple(n for n in ALL_OUTPUTS if n in names)
