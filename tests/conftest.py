@@ -58,13 +58,22 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(request: pytest.FixtureRequest, data_dir: Path) -> Path:
     """A seeded random checkpoint in BGE-M3's layout (built once, cached in .pytest_cache)."""
+    import shutil
+
     from m3_rag.testing import build_random_checkpoint
 
-    path = Path(request.config.cache.mkdir(TINY_VERSION))
-    done = path / ".complete"
-    if not done.exists():
-        build_random_checkpoint(path, tokenizer_corpus(), seed=0)
-        done.write_text("ok")
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("m3-rag")) if cache is not None else REPO / ".pytest_cache" / "d" / "m3-rag"
+    path = root / TINY_VERSION
+    if not (path / ".complete").exists():
+        # Several pytest processes may build at once: build aside, then rename into place.
+        scratch = root / f"{TINY_VERSION}.{os.getpid()}"
+        build_random_checkpoint(scratch, tokenizer_corpus(), seed=0)
+        (scratch / ".complete").write_text("ok")
+        try:
+            scratch.rename(path)
+        except OSError:  # another process won the race
+            shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 

@@ -1,0 +1,171 @@
+"""Finding and loading a model in BGE-M3's layout: backbone + tokenizer + ColBERT and sparse heads."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BUILTIN_MODELS",
+    "ModelNotFoundError",
+    "ModelFiles",
+    "resolve_model",
+    "load_heads",
+    "load_backbone",
+]
+
+DEFAULT_MODEL = "BAAI/bge-m3"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Short names for models whose heads ship inside this package.
+BUILTIN_MODELS = {"m3-mini": _PACKAGE_DIR / "models" / "m3_mini"}
+M3_CONFIG = "m3_config.json"
+COLBERT_HEAD = "colbert_linear.pt"
+SPARSE_HEAD = "sparse_linear.pt"
+# BGE-M3's recommended mode weights (model card): dense, sparse, colbert.
+BGE_M3_WEIGHTS = (0.4, 0.2, 0.4)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The model is neither a local directory, a built-in name, nor reachable on the hub."""
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Where each part of a model lives, and the options its ``m3_config.json`` sets."""
+
+    name: str
+    backbone_dir: Path  # HF config + weights + tokenizer
+    heads_dir: Path  # colbert_linear.pt + sparse_linear.pt
+    pooling: str = "cls"  # "cls" (BGE-M3) or "mean"
+    weights: tuple[float, float, float] = BGE_M3_WEIGHTS
+
+
+def resolve_model(name_or_path: str | os.PathLike, *, cache_dir: str | None = None) -> ModelFiles:
+    """Turn a local dir, a built-in short name or a hub id into local files, or raise saying why."""
+    name = str(name_or_path)
+    if name in BUILTIN_MODELS:
+        return _from_dir(name, BUILTIN_MODELS[name])
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _from_dir(name, path)
+    if path.exists() or name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1):
+        raise ModelNotFoundError(
+            f"model path {name!r} is not a directory. Expected a folder with config.json, the backbone "
+            f"weights, the tokenizer, {COLBERT_HEAD} and {SPARSE_HEAD}. Fix: pass the model's folder, "
+            f"a hub id such as {DEFAULT_MODEL!r}, or one of {sorted(BUILTIN_MODELS)}."
+        )
+    return _from_dir(name, _download(name, cache_dir))
+
+
+def _download(repo_id: str, cache_dir: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.model", "*.txt", COLBERT_HEAD, SPARSE_HEAD]
+    try:
+        local = Path(snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns + ["*.safetensors"]))
+        if not any(local.glob("*.safetensors")):
+            local = Path(
+                snapshot_download(repo_id, cache_dir=cache_dir, allow_patterns=patterns + ["pytorch_model.bin"])
+            )
+    except Exception as exc:  # the hub client raises many types for "offline", "not cached", "no such repo"
+        raise ModelNotFoundError(
+            f"could not load {repo_id!r}: it is not a local directory and the model hub did not provide it "
+            f"({type(exc).__name__}: {exc}). Fix: on a machine with network run "
+            f"`huggingface-cli download {repo_id} --local-dir ./{repo_id.split('/')[-1]}` and pass that folder, "
+            f"or use the offline model 'm3-mini' (pip install \"m3-rag[mini]\")."
+        ) from exc
+    return local
+
+
+def _from_dir(name: str, path: Path) -> ModelFiles:
+    options: dict = {}
+    config_file = path / M3_CONFIG
+    if config_file.exists():
+        options = json.loads(config_file.read_text(encoding="utf-8"))
+    backbone = path
+    if options.get("backbone_package"):
+        backbone = _package_model_dir(options["backbone_package"], name)
+    elif options.get("backbone"):
+        backbone = (path / options["backbone"]).resolve()
+    pooling = options.get("pooling", "cls")
+    if pooling not in ("cls", "mean"):
+        raise ValueError(f"{config_file}: pooling is {pooling!r}, expected 'cls' or 'mean'")
+    weights = tuple(float(w) for w in options.get("weights", BGE_M3_WEIGHTS))
+    if len(weights) != 3:
+        raise ValueError(f"{config_file}: weights has {len(weights)} values, expected 3 (dense, sparse, colbert)")
+    return ModelFiles(name=name, backbone_dir=backbone, heads_dir=path, pooling=pooling, weights=weights)  # type: ignore[arg-type]
+
+
+def _package_model_dir(package: str, name: str) -> Path:
+    try:
+        module = importlib.import_module(package)
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            f"model {name!r} needs its backbone from the Python package {package!r}, which is not installed. "
+            f'Fix: pip install "m3-rag[mini]"'
+        ) from exc
+    getter = getattr(module, "get_model_path", None)
+    return Path(getter() if callable(getter) else module.MODEL_DIR)
+
+
+def load_heads(heads_dir: Path, hidden_size: int) -> tuple[torch.nn.Linear, torch.nn.Linear]:
+    """Load ``colbert_linear.pt`` ([D, H] + bias) and ``sparse_linear.pt`` ([1, H] + bias), shape-checked."""
+    colbert_state = _load_state(heads_dir / COLBERT_HEAD)
+    sparse_state = _load_state(heads_dir / SPARSE_HEAD)
+    colbert_dim = _check_linear(heads_dir / COLBERT_HEAD, colbert_state, hidden_size, out_dim=None)
+    _check_linear(heads_dir / SPARSE_HEAD, sparse_state, hidden_size, out_dim=1)
+    colbert = torch.nn.Linear(hidden_size, colbert_dim)
+    sparse = torch.nn.Linear(hidden_size, 1)
+    colbert.load_state_dict(colbert_state)
+    sparse.load_state_dict(sparse_state)
+    return colbert, sparse
+
+
+def _load_state(file: Path) -> dict[str, torch.Tensor]:
+    if not file.exists():
+        raise FileNotFoundError(
+            f"head file {file.name} not found in {file.parent}. A BGE-M3 model folder holds the backbone plus "
+            f"{COLBERT_HEAD} and {SPARSE_HEAD}; without them the sparse and ColBERT outputs would be random. "
+            f"Fix: copy both head files from the original model into {file.parent}."
+        )
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or set(state) != {"weight", "bias"}:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{file}: found {found}, expected a state dict with exactly 'weight' and 'bias'. "
+            f"Fix: save the head with torch.save(linear.state_dict(), path)."
+        )
+    return {k: v.float() for k, v in state.items()}
+
+
+def _check_linear(file: Path, state: dict[str, torch.Tensor], hidden: int, out_dim: int | None) -> int:
+    weight, bias = state["weight"], state["bias"]
+    expected_out = out_dim if out_dim is not None else (weight.shape[0] if weight.ndim == 2 else -1)
+    if weight.ndim != 2 or weight.shape[1] != hidden or weight.shape[0] != expected_out or bias.shape != (expected_out,):
+        want = f"[{out_dim if out_dim is not None else 'D'}, {hidden}] and bias [{out_dim if out_dim is not None else 'D'}]"
+        raise ValueError(
+            f"{file}: weight {list(weight.shape)} and bias {list(bias.shape)}, expected weight {want} "
+            f"to match the backbone's hidden size {hidden}. Fix: use the head files that were trained with this backbone."
+        )
+    return int(weight.shape[0])
+
+
+def load_backbone(backbone_dir: Path, *, dtype: torch.dtype):
+    """The Hugging Face encoder and its tokenizer, with SDPA attention."""
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
+        model = AutoModel.from_pretrained(backbone_dir, dtype=dtype, attn_implementation="sdpa")
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model, tokenizer
