@@ -1,0 +1,35 @@
+"""Resolve the encoder an adapter class runs on: one passed in, or BGE-M3 loaded by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEFAULT_MODEL", "resolve_encoder"]
+
+DEFAULT_MODEL = "BAAI/bge-m3"
+
+
+def resolve_encoder(encoder: Any, model_name: str | None, device: str | None, owner: str) -> Any:
+    """Return ``encoder`` as given, or load ``model_name`` behind a :class:`CachedEncoder`.
+
+    A loaded encoder is wrapped in the cache so that the dense embeddings, the sparse
+    embeddings and the store built on the same encoder run the model once per text.
+    """
+    if encoder is not None:
+        if model_name is not None:
+            raise ValueError(
+                f"{owner} got both encoder= and model_name={model_name!r}; expected one. "
+                "Fix: pass encoder= to share an already-loaded model, or model_name= to load one."
+            )
+        for method in ("encode_documents", "encode_queries"):
+            if not callable(getattr(encoder, method, None)):
+                raise TypeError(
+                    f"{owner} got encoder={type(encoder).__name__!r}, which has no {method}(); "
+                    "expected an m3_rag encoder (M3Encoder, CachedEncoder). "
+                    "Fix: pass encoder=M3Encoder.from_pretrained(...) or model_name=..."
+                )
+        return encoder
+    from m3_rag.cache import CachedEncoder
+    from m3_rag.encoder import M3Encoder
+
+    return CachedEncoder(M3Encoder.from_pretrained(model_name or DEFAULT_MODEL, device=device))

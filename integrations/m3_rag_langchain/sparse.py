@@ -1,0 +1,56 @@
+"""``BGEM3SparseEmbeddings``: BGE-M3's lexical weights in langchain-qdrant's sparse interface."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.runnables.config import run_in_executor
+from langchain_qdrant.sparse_embeddings import SparseEmbeddings, SparseVector
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from m3_rag.types import SparseVector as M3SparseVector
+from m3_rag_langchain._encoder import resolve_encoder
+
+__all__ = ["BGEM3SparseEmbeddings", "to_langchain_sparse"]
+
+
+def to_langchain_sparse(vector: M3SparseVector) -> SparseVector:
+    """Token ids and weights as langchain-qdrant's ``SparseVector`` (plain lists)."""
+    return SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
+
+
+class BGEM3SparseEmbeddings(BaseModel, SparseEmbeddings):
+    """BGE-M3 sparse (lexical) weights: indices are tokenizer ids, values the learned weights.
+
+    Works as ``sparse_embedding=`` of a stock ``langchain_qdrant.QdrantVectorStore`` in
+    ``RetrievalMode.HYBRID``. Build it with ``encoder=dense_embeddings.encoder`` to share the
+    model (and its cache) with :class:`BGEM3Embeddings`: the same texts then run the model once.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+
+    model_name: str | None = None
+    encoder: Any = None
+    device: str | None = None
+    show_progress: bool = False
+
+    @model_validator(mode="after")
+    def _load(self) -> BGEM3SparseEmbeddings:
+        self.encoder = resolve_encoder(self.encoder, self.model_name, self.device, type(self).__name__)
+        return self
+
+    def embed_documents(self, texts: list[str]) -> list[SparseVector]:
+        texts = list(texts)
+        if not texts:
+            return []
+        out = self.encoder.encode_documents(texts, outputs=("sparse",), show_progress=self.show_progress)
+        return [to_langchain_sparse(v) for v in out.sparse]
+
+    def embed_query(self, text: str) -> SparseVector:
+        return to_langchain_sparse(self.encoder.encode_queries([text], outputs=("sparse",)).sparse[0])
+
+    async def aembed_documents(self, texts: list[str]) -> list[SparseVector]:
+        return await run_in_executor(None, self.embed_documents, texts)
+
+    async def aembed_query(self, text: str) -> SparseVector:
+        return await run_in_executor(None, self.embed_query, text)
