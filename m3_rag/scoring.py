@@ -4,7 +4,7 @@ Tiny examples:
 
 >>> import numpy as np
 >>> q = np.array([1.0, 0.0]); docs = np.array([[1.0, 0.0], [0.6, 0.8]])
->>> dense_scores(q, docs).tolist()
+>>> dense_scores(q, docs).round(4).tolist()
 [1.0, 0.6]
 >>> from m3_rag.types import SparseVector
 >>> qs = SparseVector.from_dict({1: 0.5, 2: 1.0})
