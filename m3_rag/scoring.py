@@ -4,18 +4,18 @@ Tiny examples:
 
 >>> import numpy as np
 >>> q = np.array([1.0, 0.0]); docs = np.array([[1.0, 0.0], [0.6, 0.8]])
->>> dense_scores(q, docs).round(4).tolist()
-[1.0, 0.6]
+>>> print(dense_scores(q, docs).round(4))
+[1.  0.6]
 >>> from m3_rag.types import SparseVector
 >>> qs = SparseVector.from_dict({1: 0.5, 2: 1.0})
->>> lexical_scores(qs, [SparseVector.from_dict({2: 0.3, 9: 1.0}), SparseVector.empty()]).round(4).tolist()
-[0.3, 0.0]
+>>> print(lexical_scores(qs, [SparseVector.from_dict({2: 0.3, 9: 1.0}), SparseVector.empty()]).round(4))
+[0.3 0. ]
 >>> qc = np.array([[1.0, 0.0], [0.0, 1.0]])
->>> maxsim_scores(qc, [np.array([[1.0, 0.0], [0.6, 0.8]])]).round(4).tolist()
+>>> print(maxsim_scores(qc, [np.array([[1.0, 0.0], [0.6, 0.8]])]).round(4))
 [0.9]
->>> combine_scores(np.array([0.5]), np.array([0.2]), np.array([0.9]), weights=(1.0, 1.0, 2.0)).round(4).tolist()
+>>> print(combine_scores(np.array([0.5]), np.array([0.2]), np.array([0.9]), weights=(1.0, 1.0, 2.0)).round(4))
 [0.625]
->>> combine_scores(np.array([0.5]), np.array([0.2]), weights=(1.0, 3.0, 100.0)).round(4).tolist()
+>>> print(combine_scores(np.array([0.5]), np.array([0.2]), weights=(1.0, 3.0, 100.0)).round(4))
 [0.275]
 """
 
