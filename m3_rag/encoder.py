@@ -173,7 +173,7 @@ class M3Encoder:
         show_progress: bool = False,
     ) -> M3Output:
         """Encode queries (default maximum length 512 tokens)."""
-        return self.encode(texts, outputs=outputs, max_length=max_length or self.config.query_max_length,
+        return self.encode(texts, outputs=outputs, max_length=self.config.query_max_length if max_length is None else max_length,
                            show_progress=show_progress)  # fmt: skip
 
     def encode_documents(
@@ -186,7 +186,7 @@ class M3Encoder:
         mcls: bool | None = None,
     ) -> M3Output:
         """Encode documents (default maximum length 8192 tokens; optional multi-CLS pooling)."""
-        return self.encode(texts, outputs=outputs, max_length=max_length or self.config.document_max_length,
+        return self.encode(texts, outputs=outputs, max_length=self.config.document_max_length if max_length is None else max_length,
                            show_progress=show_progress, mcls=self.config.mcls if mcls is None else mcls)  # fmt: skip
 
     def encode(
