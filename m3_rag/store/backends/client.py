@@ -1,0 +1,304 @@
+"""qdrant-client backend: a Qdrant server or cluster (url), or local mode (``:memory:``) in tests.
+
+The request translation is shared by the sync (:class:`ClientBackend`, ``QdrantClient``) and
+the natively async (:class:`AsyncClientBackend`, ``AsyncQdrantClient``) backends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from qdrant_client import AsyncQdrantClient, QdrantClient, models
+
+from m3_rag.store.backends.base import Hit
+from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, payload_key
+from m3_rag.store.ids import PointId
+from m3_rag.store.ingest import PointData
+from m3_rag.store.payload import DOC_ID_KEY
+from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery, WeightedSum
+from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema, VectorSpec, check_schema
+from m3_rag.types import SparseVector
+
+__all__ = ["ServerOptions", "ClientBackend", "AsyncClientBackend", "to_client_filter", "collection_params"]
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Collection-creation options that only matter on a server / cluster."""
+
+    shard_number: int | None = None
+    replication_factor: int | None = None
+
+
+def collection_params(schema: StoreSchema) -> dict[str, Any]:
+    vectors = {DENSE: models.VectorParams(size=schema.dense_dim, distance=models.Distance.COSINE)}
+    if schema.has_colbert:
+        vectors[COLBERT] = models.VectorParams(
+            size=schema.colbert_dim,  # type: ignore[arg-type]
+            distance=models.Distance.COSINE,
+            multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
+            hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph
+            datatype=models.Datatype.FLOAT16,
+            on_disk=True,
+        )
+    sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.NONE)} if schema.has_sparse else None
+    return {"vectors_config": vectors, "sparse_vectors_config": sparse}
+
+
+def _found_specs(info: models.CollectionInfo) -> dict[str, VectorSpec]:
+    params = info.config.params
+    specs: dict[str, VectorSpec] = {}
+    vectors = params.vectors
+    if isinstance(vectors, models.VectorParams):  # a single unnamed vector
+        vectors = {"": vectors}
+    for name, v in (vectors or {}).items():
+        multi = v.multivector_config
+        specs[name] = VectorSpec(
+            name,
+            "multi" if multi else "dense",
+            v.size,
+            str(v.distance.value).lower(),
+            str(multi.comparator.value) if multi else None,
+        )
+    for name, sv in (params.sparse_vectors or {}).items():
+        modifier = sv.modifier.value if sv.modifier is not None else "none"
+        specs[name] = VectorSpec(name, "sparse", modifier=str(modifier).lower())
+    return specs
+
+
+def _point(p: PointData) -> models.PointStruct:
+    vector: dict[str, Any] = {DENSE: p.dense.tolist()}
+    if p.sparse is not None:
+        vector[SPARSE] = models.SparseVector(indices=p.sparse.indices.tolist(), values=p.sparse.values.tolist())
+    if p.colbert is not None:
+        vector[COLBERT] = p.colbert.tolist()
+    return models.PointStruct(id=p.id, vector=vector, payload=p.payload)
+
+
+def _vector(q: VectorQuery) -> Any:
+    if isinstance(q.vector, SparseVector):
+        return models.SparseVector(indices=q.vector.indices.tolist(), values=q.vector.values.tolist())
+    return q.vector.tolist()
+
+
+def _scoring(query: Any) -> Any:
+    if isinstance(query, VectorQuery):
+        return _vector(query)
+    if isinstance(query, RrfFusion):
+        return models.RrfQuery(rrf=models.Rrf(k=query.k))
+    if isinstance(query, WeightedSum):
+        terms = [models.MultExpression(mult=[w, f"$score[{i}]"]) for i, w in enumerate(query.weights)]
+        return models.FormulaQuery(
+            formula=models.SumExpression(sum=terms),
+            defaults={f"$score[{i}]": 0.0 for i in range(len(query.weights))},
+        )
+    raise TypeError(f"unsupported query {query!r}")
+
+
+def _using(query: Any) -> str | None:
+    return query.using if isinstance(query, VectorQuery) else None
+
+
+def _prefetch(p: Prefetch, flt: models.Filter | None) -> models.Prefetch:
+    # The filter goes on every stage so no stage can fill its limit with excluded points.
+    return models.Prefetch(
+        limit=p.limit,
+        query=_scoring(p.query) if p.query is not None else None,
+        using=_using(p.query),
+        prefetch=[_prefetch(c, flt) for c in p.prefetches] or None,
+        filter=flt,
+    )
+
+
+def _query_kwargs(plan: QueryPlan, with_vectors: bool) -> dict[str, Any]:
+    flt = _maybe_filter(plan.filter)
+    return {
+        "query": _scoring(plan.query),
+        "using": _using(plan.query),
+        "prefetch": [_prefetch(p, flt) for p in plan.prefetches] or None,
+        "query_filter": flt,
+        "limit": plan.limit,
+        "with_payload": True,
+        "with_vectors": with_vectors,
+    }
+
+
+def _hit(point: Any, with_vectors: bool) -> Hit:
+    vectors: dict[str, Any] = {}
+    if with_vectors and isinstance(point.vector, dict):
+        for name, v in point.vector.items():
+            if isinstance(v, models.SparseVector):
+                vectors[name] = SparseVector(np.asarray(v.indices, np.int64), np.asarray(v.values, np.float32))
+            else:
+                vectors[name] = np.asarray(v, dtype=np.float32)
+    return Hit(point.id, float(getattr(point, "score", 0.0) or 0.0), dict(point.payload or {}), vectors)
+
+
+def _maybe_filter(node: FilterNode | None) -> models.Filter | None:
+    return None if node is None else to_client_filter(node)
+
+
+def to_client_filter(node: FilterNode) -> models.Filter:
+    cond = _condition(node)
+    return cond if isinstance(cond, models.Filter) else models.Filter(must=[cond])
+
+
+def _condition(node: FilterNode) -> Any:
+    if isinstance(node, And):
+        return models.Filter(must=[_condition(c) for c in node.items])
+    if isinstance(node, Or):
+        return models.Filter(should=[_condition(c) for c in node.items])
+    if isinstance(node, Not):
+        return models.Filter(must_not=[_condition(node.item)])
+    if isinstance(node, Condition):
+        return _field(node)
+    raise TypeError(f"not a filter node: {node!r}")
+
+
+def _field(c: Condition) -> Any:
+    key = payload_key(c.key)
+    op, v = c.op, c.value
+    if op in ("eq", "ne"):
+        if isinstance(v, float):
+            inner = models.FieldCondition(key=key, range=models.Range(gte=v, lte=v))  # MatchValue has no floats
+        else:
+            inner = models.FieldCondition(key=key, match=models.MatchValue(value=v))
+        return inner if op == "eq" else models.Filter(must_not=[inner])
+    if op in ("lt", "lte", "gt", "gte"):
+        if isinstance(v, (dt.datetime, dt.date)):
+            return models.FieldCondition(key=key, range=models.DatetimeRange(**{op: v}))
+        return models.FieldCondition(key=key, range=models.Range(**{op: float(v)}))
+    if op in ("in", "nin"):
+        inner = models.FieldCondition(key=key, match=models.MatchAny(any=list(v)))
+        # nin as NOT(in) so it also matches points without the key, like `ne`.
+        return inner if op == "in" else models.Filter(must_not=[inner])
+    if op == "text":
+        return models.FieldCondition(key=key, match=models.MatchText(text=v))
+    if op == "is_empty":
+        inner = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+        return inner if v else models.Filter(must_not=[inner])
+    raise ValueError(f"unknown filter operator {op!r}")  # unreachable: Condition validates
+
+
+def _doc_id_index_args() -> dict[str, Any]:
+    return {"field_name": DOC_ID_KEY, "field_schema": models.PayloadSchemaType.KEYWORD}
+
+
+# Local mode warns that payload indexes have no effect there; on a server they do.
+_LOCAL_INDEX_WARNING = "Payload indexes have no effect in the local Qdrant"
+
+
+class ClientBackend:
+    def __init__(self, client: QdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
+        self.client = client
+        self.collection = collection
+        self.options = options
+
+    def open(self, schema: StoreSchema) -> None:
+        if self.client.collection_exists(self.collection):
+            check_schema(self.collection, _found_specs(self.client.get_collection(self.collection)), schema)
+            return
+        self.client.create_collection(
+            self.collection,
+            shard_number=self.options.shard_number,
+            replication_factor=self.options.replication_factor,
+            **collection_params(schema),
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING)
+            self.client.create_payload_index(self.collection, **_doc_id_index_args())
+
+    def upsert(self, points: Sequence[PointData]) -> None:
+        if points:
+            self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
+
+    def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+        res = self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))
+        return [_hit(p, with_vectors) for p in res.points]
+
+    def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
+        if not point_ids:
+            return []
+        recs = self.client.retrieve(self.collection, list(point_ids), with_payload=True, with_vectors=with_vectors)
+        return [_hit(r, with_vectors) for r in recs]
+
+    def delete(self, point_ids: Sequence[PointId]) -> None:
+        if point_ids:
+            self.client.delete(self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
+
+    def delete_where(self, filter: FilterNode) -> None:
+        self.client.delete(self.collection, models.FilterSelector(filter=to_client_filter(filter)), wait=True)
+
+    def count(self, filter: FilterNode | None = None) -> int:
+        return int(self.client.count(self.collection, count_filter=_maybe_filter(filter), exact=True).count)
+
+    def clear(self) -> None:
+        self.client.delete(self.collection, models.FilterSelector(filter=models.Filter()), wait=True)
+
+    def optimize(self) -> None:
+        """A server optimizes in the background; nothing to do."""
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class AsyncClientBackend:
+    """The same over ``AsyncQdrantClient``: every call is a native coroutine."""
+
+    def __init__(self, client: AsyncQdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
+        self.client = client
+        self.collection = collection
+        self.options = options
+
+    async def open(self, schema: StoreSchema) -> None:
+        if await self.client.collection_exists(self.collection):
+            check_schema(self.collection, _found_specs(await self.client.get_collection(self.collection)), schema)
+            return
+        await self.client.create_collection(
+            self.collection,
+            shard_number=self.options.shard_number,
+            replication_factor=self.options.replication_factor,
+            **collection_params(schema),
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING)
+            await self.client.create_payload_index(self.collection, **_doc_id_index_args())
+
+    async def upsert(self, points: Sequence[PointData]) -> None:
+        if points:
+            await self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
+
+    async def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+        res = await self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))
+        return [_hit(p, with_vectors) for p in res.points]
+
+    async def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
+        if not point_ids:
+            return []
+        recs = await self.client.retrieve(self.collection, list(point_ids), with_payload=True, with_vectors=with_vectors)
+        return [_hit(r, with_vectors) for r in recs]
+
+    async def delete(self, point_ids: Sequence[PointId]) -> None:
+        if point_ids:
+            await self.client.delete(self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
+
+    async def delete_where(self, filter: FilterNode) -> None:
+        await self.client.delete(self.collection, models.FilterSelector(filter=to_client_filter(filter)), wait=True)
+
+    async def count(self, filter: FilterNode | None = None) -> int:
+        return int((await self.client.count(self.collection, count_filter=_maybe_filter(filter), exact=True)).count)
+
+    async def clear(self) -> None:
+        await self.client.delete(self.collection, models.FilterSelector(filter=models.Filter()), wait=True)
+
+    async def optimize(self) -> None:
+        """A server optimizes in the background; nothing to do."""
+
+    async def close(self) -> None:
+        await self.client.close()
+

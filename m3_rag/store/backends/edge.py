@@ -1,0 +1,294 @@
+"""Qdrant Edge backend (``qdrant-edge-py``, pinned: its beta API changes between releases).
+
+Qdrant's own engine in-process: one shard directory per collection at ``<path>/<collection>``,
+server segment format, ColBERT float16 on disk, a write-ahead log that makes every returned
+upsert durable. The WAL is locked, so a second opener of the same path gets
+:class:`StoreLockedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from m3_rag.store.backends.base import Hit, StoreLockedError
+from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, payload_key
+from m3_rag.store.ids import PointId
+from m3_rag.store.ingest import PointData
+from m3_rag.store.payload import DOC_ID_KEY
+from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery, WeightedSum
+from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema, VectorSpec, check_schema
+from m3_rag.types import SparseVector
+
+__all__ = ["EdgeBackend", "AsyncEdgeBackend", "edge_config", "to_edge_filter"]
+
+# Edge persists its config here (qdrant-edge-py 0.9.0); we read it to validate before loading.
+_CONFIG_FILE = "edge_config.json"
+_NO_MODIFIER = getattr(qe.Modifier, "None")  # `None` is a Python keyword
+
+
+def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
+    vectors = {DENSE: qe.EdgeVectorParams(size=schema.dense_dim, distance=qe.Distance.Cosine)}
+    if schema.has_colbert:
+        vectors[COLBERT] = qe.EdgeVectorParams(
+            size=schema.colbert_dim,  # type: ignore[arg-type]
+            distance=qe.Distance.Cosine,
+            multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
+            datatype=qe.VectorStorageDatatype.Float16,
+            # m=0: no HNSW graph; ColBERT only re-scores prefetched candidates.
+            hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
+            memory=qe.Memory.Cold,
+        )
+    sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=_NO_MODIFIER)} if schema.has_sparse else None
+    return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
+
+
+def _found_specs(config: dict[str, Any]) -> dict[str, VectorSpec]:
+    specs: dict[str, VectorSpec] = {}
+    for name, v in (config.get("vectors") or {}).items():
+        multi = v.get("multivector_config")
+        specs[name] = VectorSpec(
+            name,
+            "multi" if multi else "dense",
+            v.get("size"),
+            str(v.get("distance", "")).lower(),
+            multi.get("comparator") if multi else None,
+        )
+    for name, v in (config.get("sparse_vectors") or {}).items():
+        specs[name] = VectorSpec(name, "sparse", modifier=(v or {}).get("modifier") or "none")
+    return specs
+
+
+class EdgeBackend:
+    def __init__(self, path: str | Path, collection: str) -> None:
+        self.root = Path(path)
+        self.collection = collection
+        self.shard_path = self.root / collection
+        self._shard: qe.EdgeShard | None = None
+
+    # ------------------------------------------------------------------------------ lifecycle
+    def open(self, schema: StoreSchema) -> None:
+        config_file = self.shard_path / _CONFIG_FILE
+        try:
+            if config_file.exists():
+                found = _found_specs(json.loads(config_file.read_text()))
+                check_schema(self.collection, found, schema)
+                self._shard = qe.EdgeShard.load(str(self.shard_path))
+            else:
+                self.shard_path.mkdir(parents=True, exist_ok=True)
+                self._shard = qe.EdgeShard.create(str(self.shard_path), edge_config(schema))
+                self._shard.update(qe.UpdateOperation.create_field_index(DOC_ID_KEY, qe.PayloadSchemaType.Keyword))
+        except Exception as exc:
+            if "WouldBlock" in str(exc):  # the WAL file lock is taken
+                raise StoreLockedError(
+                    f"the Edge index at {self.shard_path} is already open (found its write-ahead log "
+                    "locked by another process or store); expected to be its only opener. Fix: close "
+                    "the other store (store.close()) or process first, or use a Qdrant server (url=...) "
+                    "for access from several processes."
+                ) from exc
+            raise
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise RuntimeError("this store is closed (or was never opened). Fix: create a new store.")
+        return self._shard
+
+    def close(self) -> None:
+        if self._shard is not None:
+            shard, self._shard = self._shard, None
+            shard.flush()
+            shard.close()
+
+    def optimize(self) -> None:
+        """Build the dense HNSW / sparse indexes now (Edge runs no background optimizer)."""
+        self.shard.optimize()
+
+    # --------------------------------------------------------------------------------- writes
+    def upsert(self, points: Sequence[PointData]) -> None:
+        if points:
+            self.shard.update(qe.UpdateOperation.upsert_points([_point(p) for p in points]))
+
+    def delete(self, point_ids: Sequence[PointId]) -> None:
+        if point_ids:
+            self.shard.update(qe.UpdateOperation.delete_points(list(point_ids)))
+
+    def delete_where(self, filter: FilterNode) -> None:
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(to_edge_filter(filter)))
+
+    def clear(self) -> None:
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(qe.Filter()))
+
+    # ---------------------------------------------------------------------------------- reads
+    def count(self, filter: FilterNode | None = None) -> int:
+        return int(self.shard.count(qe.CountRequest(exact=True, filter=_maybe_filter(filter))))
+
+    def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
+        if not point_ids:
+            return []
+        records = self.shard.retrieve(list(point_ids), with_payload=True, with_vector=with_vectors)
+        return [_hit(r, 0.0, with_vectors) for r in records]
+
+    def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+        flt = _maybe_filter(plan.filter)
+        request = qe.QueryRequest(
+            limit=plan.limit,
+            query=_scoring(plan.query),
+            prefetches=[_prefetch(p, flt) for p in plan.prefetches] or None,
+            filter=flt,
+            with_payload=True,
+            with_vector=with_vectors,
+        )
+        return [_hit(r, r.score, with_vectors) for r in self.shard.query(request)]
+
+
+# ---------------------------------------------------------------------------------- translation
+def _point(p: PointData) -> qe.Point:
+    vector: dict[str, Any] = {DENSE: p.dense.tolist()}
+    if p.sparse is not None:
+        vector[SPARSE] = qe.SparseVector(p.sparse.indices.tolist(), p.sparse.values.tolist())
+    if p.colbert is not None:
+        vector[COLBERT] = p.colbert.tolist()
+    return qe.Point(p.id, vector, p.payload)
+
+
+def _vector(q: VectorQuery) -> Any:
+    if isinstance(q.vector, SparseVector):
+        return qe.SparseVector(q.vector.indices.tolist(), q.vector.values.tolist())
+    return q.vector.tolist()
+
+
+def _scoring(query: Any) -> Any:
+    if isinstance(query, VectorQuery):
+        return qe.Query.Nearest(_vector(query), using=query.using)
+    if isinstance(query, RrfFusion):
+        return qe.Fusion.Rrf(k=query.k)
+    if isinstance(query, WeightedSum):
+        E = qe.Expression
+        terms = [E.Mult([E.Constant(w), E.Variable(f"$score[{i}]")]) for i, w in enumerate(query.weights)]
+        return qe.Formula(E.Sum(terms), defaults={f"$score[{i}]": 0.0 for i in range(len(query.weights))})
+    raise TypeError(f"unsupported query {query!r}")
+
+
+def _prefetch(p: Prefetch, flt: qe.Filter | None) -> qe.Prefetch:
+    # The filter goes on every stage so no stage can fill its limit with excluded points.
+    return qe.Prefetch(
+        limit=p.limit,
+        query=_scoring(p.query) if p.query is not None else None,
+        prefetches=[_prefetch(c, flt) for c in p.prefetches] or None,
+        filter=flt,
+    )
+
+
+def _hit(record: Any, score: float, with_vectors: bool) -> Hit:
+    pid = record.id
+    point_id: PointId = str(pid) if isinstance(pid, uuid.UUID) else pid
+    vectors: dict[str, Any] = {}
+    if with_vectors and record.vector:
+        for name, v in record.vector.items():
+            if name == SPARSE:
+                vectors[name] = SparseVector(np.asarray(v.indices, np.int64), np.asarray(v.values, np.float32))
+            else:
+                vectors[name] = np.asarray(v, dtype=np.float32)
+    return Hit(point_id, float(score), dict(record.payload or {}), vectors)
+
+
+def _maybe_filter(node: FilterNode | None) -> qe.Filter | None:
+    return None if node is None else to_edge_filter(node)
+
+
+def to_edge_filter(node: FilterNode) -> qe.Filter:
+    cond = _edge_condition(node)
+    return cond if isinstance(cond, qe.Filter) else qe.Filter(must=[cond])
+
+
+def _edge_condition(node: FilterNode) -> Any:
+    if isinstance(node, And):
+        return qe.Filter(must=[_edge_condition(c) for c in node.items])
+    if isinstance(node, Or):
+        return qe.Filter(should=[_edge_condition(c) for c in node.items])
+    if isinstance(node, Not):
+        return qe.Filter(must_not=[_edge_condition(node.item)])
+    if isinstance(node, Condition):
+        return _edge_field(node)
+    raise TypeError(f"not a filter node: {node!r}")
+
+
+def _edge_field(c: Condition) -> Any:
+    key = payload_key(c.key)
+    op, v = c.op, c.value
+    if op in ("eq", "ne"):
+        if isinstance(v, float):
+            inner = qe.FieldCondition(key, range=qe.RangeFloat(gte=v, lte=v))  # MatchValue has no floats
+        else:
+            inner = qe.FieldCondition(key, match=qe.MatchValue(v))
+        return inner if op == "eq" else qe.Filter(must_not=[inner])
+    if op in ("lt", "lte", "gt", "gte"):
+        if isinstance(v, (dt.datetime, dt.date)):
+            return qe.FieldCondition(key, range=qe.RangeDateTime(**{op: v.isoformat()}))
+        return qe.FieldCondition(key, range=qe.RangeFloat(**{op: float(v)}))
+    if op in ("in", "nin"):
+        inner = qe.FieldCondition(key, match=qe.MatchAny(list(v)))
+        # nin as NOT(in) so it also matches points without the key, like `ne`.
+        return inner if op == "in" else qe.Filter(must_not=[inner])
+    if op == "text":
+        return qe.FieldCondition(key, match=qe.MatchText(v))
+    if op == "is_empty":
+        inner = qe.IsEmptyCondition(key)
+        return inner if v else qe.Filter(must_not=[inner])
+    raise ValueError(f"unknown filter operator {op!r}")  # unreachable: Condition validates
+
+
+class AsyncEdgeBackend:
+    """The Edge backend for async callers: each call runs on one worker thread (the engine is
+    in-process and its calls block), so the event loop keeps running meanwhile."""
+
+    def __init__(self, path: str | Path, collection: str) -> None:
+        self.sync = EdgeBackend(path, collection)
+        # One thread: the shard sees calls in order, as from a sync caller.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3-edge")
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def open(self, schema: StoreSchema) -> None:
+        await self._run(self.sync.open, schema)
+
+    async def upsert(self, points: Sequence[PointData]) -> None:
+        await self._run(self.sync.upsert, points)
+
+    async def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+        return await self._run(self.sync.query, plan, with_vectors)
+
+    async def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
+        return await self._run(self.sync.retrieve, point_ids, with_vectors)
+
+    async def delete(self, point_ids: Sequence[PointId]) -> None:
+        await self._run(self.sync.delete, point_ids)
+
+    async def delete_where(self, filter: FilterNode) -> None:
+        await self._run(self.sync.delete_where, filter)
+
+    async def count(self, filter: FilterNode | None = None) -> int:
+        return await self._run(self.sync.count, filter)
+
+    async def clear(self) -> None:
+        await self._run(self.sync.clear)
+
+    async def optimize(self) -> None:
+        await self._run(self.sync.optimize)
+
+    async def close(self) -> None:
+        try:
+            await self._run(self.sync.close)
+        finally:
+            self._pool.shutdown(wait=False)

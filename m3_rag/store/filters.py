@@ -1,0 +1,222 @@
+"""A small metadata-filter model, backend-neutral; each backend translates it to its Qdrant ``Filter``.
+
+Keys address the user's metadata (``"year"`` -> payload ``metadata.year``; dots nest). The
+chunk's own fields are addressed with a ``$``: ``"$text"``, ``"$doc_id"``, ``"$id"``.
+
+Operators: ``eq ne lt lte gt gte in nin text is_empty``, combined with :class:`And`,
+:class:`Or`, :class:`Not`. ``ne``/``nin`` also match points that lack the key (as MongoDB's
+``$ne``/``$nin`` do). ``text`` is a full-text word match. An unknown operator, a value of the
+wrong type or an empty ``And``/``Or`` raises: nothing ever silently matches everything.
+
+>>> f = parse_filter({"year": {"$gte": 2020}, "$or": [{"tag": "a"}, {"tag": {"$in": ["b", "c"]}}]})
+>>> f
+And(items=(Condition(key='year', op='gte', value=2020), Or(items=(Condition(key='tag', op='eq', value='a'), Condition(key='tag', op='in', value=('b', 'c'))))))
+>>> Condition("year", "between", 1)
+Traceback (most recent call last):
+...
+ValueError: unknown filter operator 'between' on key 'year'; expected one of eq, ne, lt, lte, gt, gte, in, nin, text, is_empty. Fix: express it with these operators and And/Or/Not.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+from m3_rag.store.payload import DOC_ID_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
+
+__all__ = [
+    "OPERATORS",
+    "Condition",
+    "And",
+    "Or",
+    "Not",
+    "FilterNode",
+    "FilterLike",
+    "parse_filter",
+    "as_filter",
+    "payload_key",
+]
+
+OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "text", "is_empty")
+_TOP_LEVEL = {"$text": TEXT_KEY, "$doc_id": DOC_ID_KEY, "$id": ID_KEY}
+_RANGE_OPS = ("lt", "lte", "gt", "gte")
+
+
+def payload_key(key: str) -> str:
+    """The payload path a filter key addresses.
+
+    >>> payload_key("year"), payload_key("a.b"), payload_key("$doc_id")
+    ('metadata.year', 'metadata.a.b', 'doc_id')
+    """
+    if key.startswith("$"):
+        if key not in _TOP_LEVEL:
+            raise ValueError(
+                f"unknown payload field {key!r}; expected a metadata key or one of {sorted(_TOP_LEVEL)}. "
+                "Fix: drop the '$' to address metadata, or use $text/$doc_id/$id."
+            )
+        return _TOP_LEVEL[key]
+    return f"{METADATA_KEY}.{key}"
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, bool))
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``key op value``; see the module docstring for keys and operators."""
+
+    key: str
+    op: str
+    value: Any = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key, str) or not self.key:
+            raise ValueError(f"filter key {self.key!r} must be a non-empty string.")
+        payload_key(self.key)  # validates $-keys
+        if self.op not in OPERATORS:
+            raise ValueError(
+                f"unknown filter operator {self.op!r} on key {self.key!r}; expected one of "
+                f"{', '.join(OPERATORS)}. Fix: express it with these operators and And/Or/Not."
+            )
+        value = self.value
+        ok: bool
+        if self.op in ("eq", "ne"):
+            ok = _scalar(value) or _number(value)
+        elif self.op in _RANGE_OPS:
+            ok = _number(value) or isinstance(value, (dt.datetime, dt.date))
+        elif self.op in ("in", "nin"):
+            if isinstance(value, (list, tuple, set, frozenset)):
+                items = tuple(value)
+                object.__setattr__(self, "value", items)
+                kinds = {str if isinstance(v, str) else int if isinstance(v, int) and not isinstance(v, bool) else None for v in items}
+                ok = None not in kinds and len(kinds) <= 1
+            else:
+                ok = False
+        elif self.op == "text":
+            ok = isinstance(value, str) and bool(value.strip())
+        else:  # is_empty
+            ok = isinstance(value, bool)
+        if not ok:
+            raise ValueError(
+                f"filter {self.key!r} {self.op} got {value!r} ({type(value).__name__}); expected "
+                f"{_EXPECTED[self.op]}. Fix: pass a value of that type."
+            )
+
+
+_EXPECTED = {
+    "eq": "a str, int, float or bool",
+    "ne": "a str, int, float or bool",
+    "lt": "a number or a datetime",
+    "lte": "a number or a datetime",
+    "gt": "a number or a datetime",
+    "gte": "a number or a datetime",
+    "in": "a list of all-str or all-int values",
+    "nin": "a list of all-str or all-int values",
+    "text": "a non-empty string",
+    "is_empty": "True or False",
+}
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple[FilterNode, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", _children(self.items, "And"))
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple[FilterNode, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", _children(self.items, "Or"))
+
+
+@dataclass(frozen=True)
+class Not:
+    item: FilterNode
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.item, (Condition, And, Or, Not)):
+            raise TypeError(f"Not() takes one filter node, found {type(self.item).__name__}.")
+
+
+FilterNode = Union[Condition, And, Or, Not]
+FilterLike = Union[FilterNode, Mapping[str, Any], None]
+
+
+def _children(items: Any, name: str) -> tuple[FilterNode, ...]:
+    items = tuple(items)
+    if not items:
+        raise ValueError(
+            f"{name}() with no conditions is ambiguous (all or nothing); expected at least one. "
+            "Fix: pass filter=None for no filter."
+        )
+    for item in items:
+        if not isinstance(item, (Condition, And, Or, Not)):
+            raise TypeError(f"{name}() items must be filter nodes, found {type(item).__name__}.")
+    return items
+
+
+_MONGO_OPS = {f"${op}": op for op in OPERATORS}
+
+
+def parse_filter(spec: Mapping[str, Any]) -> FilterNode:
+    """A MongoDB-style dict (as LangChain users write them) -> the filter model.
+
+    ``{"k": v}`` is ``eq``; ``{"k": {"$op": v, ...}}`` (several ops are ANDed); ``$and``,
+    ``$or`` take lists, ``$not`` a dict. Several top-level entries are ANDed.
+    """
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"a filter dict was expected, found {type(spec).__name__}.")
+    nodes: list[FilterNode] = []
+    for key, value in spec.items():
+        if key in ("$and", "$or"):
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{key} takes a list of filter dicts, found {type(value).__name__}.")
+            children = [parse_filter(v) for v in value]
+            nodes.append(And(children) if key == "$and" else Or(children))
+        elif key == "$not":
+            nodes.append(Not(parse_filter(value)))
+        elif key.startswith("$") and key not in _TOP_LEVEL:
+            raise ValueError(
+                f"unknown filter operator {key!r} at the top level; expected $and, $or, $not or a key. "
+                "Fix: put operators inside a key, e.g. {'year': {'$gte': 2020}}."
+            )
+        elif isinstance(value, Mapping):
+            if not value:
+                raise ValueError(f"filter key {key!r} has an empty operator dict; expected e.g. {{'$eq': ...}}.")
+            conds: list[FilterNode] = []
+            for op, operand in value.items():
+                if op not in _MONGO_OPS:
+                    raise ValueError(
+                        f"unknown filter operator {op!r} on key {key!r}; expected one of "
+                        f"{', '.join(_MONGO_OPS)}. Fix: express it with these operators and $and/$or/$not."
+                    )
+                conds.append(Condition(key, _MONGO_OPS[op], operand))
+            nodes.extend(conds)
+        else:
+            nodes.append(Condition(key, "eq", value))
+    if not nodes:
+        raise ValueError("an empty filter dict is ambiguous; expected at least one condition. Fix: pass filter=None.")
+    return nodes[0] if len(nodes) == 1 else And(nodes)
+
+
+def as_filter(value: FilterLike) -> FilterNode | None:
+    """Normalise a ``filter=`` argument: a node, a Mongo-style dict or ``None``."""
+    if value is None or isinstance(value, (Condition, And, Or, Not)):
+        return value
+    if isinstance(value, Mapping):
+        return parse_filter(value)
+    raise TypeError(
+        f"filter must be a Condition/And/Or/Not, a dict or None; found {type(value).__name__}. "
+        "Fix: build it with m3_rag.store.filters or pass a Mongo-style dict."
+    )

@@ -1,0 +1,165 @@
+"""Turning texts + encoder outputs into points, validated before anything is written.
+
+ColBERT length rule: a Qdrant server rejects a multivector of 2^20 = 1,048,576 floats or
+more, so a document keeps its first ``floor((2^20 - 1) / D)`` token vectors (1023 at D=1024)
+and drops the rest. The cut is applied here, before any write, so a long document never
+fails halfway through a batch. Keeping the head (rather than pooling) keeps stored vectors
+identical to the encoder's, so MaxSim scores match BGE-M3's for every kept token; the
+dense and sparse vectors still see the whole text.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
+from m3_rag.store.payload import build_payload
+from m3_rag.store.schema import StoreSchema
+from m3_rag.types import M3Output, SparseVector
+
+__all__ = ["MAX_MULTIVECTOR_FLOATS", "max_colbert_rows", "clip_colbert", "PointData", "prepare_points", "batched_inputs"]
+
+MAX_MULTIVECTOR_FLOATS = 2**20 - 1
+
+
+def max_colbert_rows(dim: int) -> int:
+    """Token vectors a stored multivector may keep.
+
+    >>> max_colbert_rows(1024), max_colbert_rows(32)
+    (1023, 32767)
+    """
+    return MAX_MULTIVECTOR_FLOATS // dim
+
+
+def clip_colbert(vectors: np.ndarray) -> np.ndarray:
+    """The first :func:`max_colbert_rows` rows (the module docstring has the rule)."""
+    return vectors[: max_colbert_rows(vectors.shape[1])]
+
+
+@dataclass(frozen=True, eq=False)
+class PointData:
+    """One point, backend-neutral."""
+
+    id: PointId
+    payload: dict[str, Any]
+    dense: np.ndarray
+    sparse: SparseVector | None = None
+    colbert: np.ndarray | None = None
+
+
+def _check_len(name: str, values: Sequence | None, n: int) -> None:
+    if values is not None and len(values) != n:
+        raise ValueError(f"{name} has {len(values)} entries for {n} texts; expected one per text.")
+
+
+def prepare_points(
+    texts: Sequence[str],
+    encoded: M3Output,
+    schema: StoreSchema,
+    *,
+    ids: Sequence[UserId],
+    metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+    doc_ids: Sequence[str | None] | None = None,
+    extras: Sequence[Mapping[str, Any] | None] | None = None,
+) -> list[PointData]:
+    """Validate a whole batch (sizes, dims, JSON payloads) and build its points; raises before any write."""
+    n = len(texts)
+    _check_len("ids", ids, n)
+    _check_len("metadatas", metadatas, n)
+    _check_len("doc_ids", doc_ids, n)
+    _check_len("extras", extras, n)
+    if encoded.dense is None or encoded.dense.shape != (n, schema.dense_dim):
+        found = None if encoded.dense is None else encoded.dense.shape
+        raise ValueError(
+            f"encoded dense vectors have shape {found}; expected ({n}, {schema.dense_dim}) for {n} texts. "
+            "Fix: encode the same texts with the store's encoder (all its outputs)."
+        )
+    if not np.isfinite(encoded.dense).all():
+        raise ValueError("encoded dense vectors contain NaN/inf; expected finite values. Fix: check the encoder.")
+    if schema.has_sparse and (encoded.sparse is None or len(encoded.sparse) != n):
+        raise ValueError(f"the store holds sparse vectors; the encoded batch has {_count(encoded.sparse)} for {n} texts.")
+    if schema.has_colbert:
+        if encoded.colbert is None or len(encoded.colbert) != n:
+            raise ValueError(f"the store holds colbert vectors; the encoded batch has {_count(encoded.colbert)} for {n} texts.")
+        for i, c in enumerate(encoded.colbert):
+            if c.ndim != 2 or c.shape[1] != schema.colbert_dim or c.shape[0] == 0:
+                raise ValueError(
+                    f"colbert vectors of text {i} have shape {c.shape}; expected (t >= 1, {schema.colbert_dim}). "
+                    "Fix: encode with the store's encoder."
+                )
+    points = []
+    for i in range(n):
+        user_id = check_user_id(ids[i])
+        payload = build_payload(
+            texts[i],
+            metadatas[i] if metadatas is not None else None,
+            user_id,
+            doc_ids[i] if doc_ids is not None else None,
+            extras[i] if extras is not None else None,
+        )
+        points.append(
+            PointData(
+                id=to_point_id(user_id),
+                payload=payload,
+                dense=encoded.dense[i],
+                sparse=encoded.sparse[i] if schema.has_sparse else None,  # type: ignore[index]
+                colbert=clip_colbert(encoded.colbert[i]) if schema.has_colbert else None,  # type: ignore[index]
+            )
+        )
+    return points
+
+
+def _count(values: Sequence | None) -> int | None:
+    return None if values is None else len(values)
+
+
+_MISSING = object()
+
+
+def batched_inputs(
+    texts: Iterable[str],
+    ids: Iterable[UserId] | None,
+    metadatas: Iterable[Mapping[str, Any] | None] | None,
+    doc_ids: Iterable[str | None] | None,
+    extras: Iterable[Mapping[str, Any] | None] | None,
+    batch_size: int,
+) -> Iterator[tuple[list[str], list[UserId] | None, list | None, list | None, list | None]]:
+    """Stream aligned batches (bounded memory); uneven lengths raise when they show up."""
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive int.")
+    if isinstance(texts, str):
+        raise TypeError("texts is a single str; expected a list (or iterable) of texts. Fix: pass [text].")
+    columns = [texts, ids, metadatas, doc_ids, extras]
+    names = ["texts", "ids", "metadatas", "doc_ids", "extras"]
+    sized = {names[j]: len(c) for j, c in enumerate(columns) if c is not None and hasattr(c, "__len__")}
+    if len(set(sized.values())) > 1:
+        # Lists are checked up front, so nothing is written from a mismatched call.
+        raise ValueError(f"inputs have different lengths {sized}; expected one entry per text.")
+    iters = [iter(c) if c is not None else iter(()) for c in columns]
+    rows = _zip_checked(iters, columns, names)
+    while True:
+        chunk = list(itertools.islice(rows, batch_size))
+        if not chunk:
+            return
+        cols = list(zip(*chunk))
+        yield (
+            list(cols[0]),
+            *(list(cols[j]) if columns[j] is not None else None for j in range(1, 5)),  # type: ignore[misc]
+        )
+
+
+def _zip_checked(iters: list[Iterator], columns: list, names: list[str]) -> Iterator[tuple]:
+    given = [j for j, c in enumerate(columns) if c is not None]
+    for row in itertools.zip_longest(*(iters[j] for j in given), fillvalue=_MISSING):
+        if any(v is _MISSING for v in row):
+            short = [names[given[j]] for j, v in enumerate(row) if v is _MISSING]
+            raise ValueError(f"{', '.join(short)} ran out before texts/the others; expected one entry per text.")
+        full: list = [None] * 5
+        for j, v in zip(given, row):
+            full[j] = v
+        yield tuple(full)

@@ -1,0 +1,172 @@
+"""Retrieval modes as one backend-neutral query plan (one ``query_points`` round trip each).
+
+Each backend translates a :class:`QueryPlan` into its own request types; the semantics live
+here only:
+
+- ``dense`` / ``sparse``: one nearest-neighbour query.
+- ``hybrid``: dense prefetch k1 + sparse prefetch k2, fused with RRF (``rrf_k``).
+- ``hybrid+rerank``: the same prefetches, ColBERT MaxSim over their union, top k.
+- ``m3``: the union re-scored by each vector in three prefetches and combined by a formula,
+  ``Σ w_i·$score[i]`` with weights chosen so the result is BGE-M3's
+  ``(w_d·dense + w_s·sparse + w_c·colbert/n_query_tokens) / (w_d + w_s + w_c)``, i.e.
+  :func:`m3_rag.scoring.combine_scores`. Qdrant's MaxSim sums over query tokens; BGE-M3
+  averages, hence the division by the number of query tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import numpy as np
+
+from m3_rag.store.filters import FilterNode
+from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema
+from m3_rag.types import M3Output, OutputName, SparseVector
+
+__all__ = [
+    "Mode",
+    "MODES",
+    "MODE_OUTPUTS",
+    "DEFAULT_MODE",
+    "DEFAULT_WEIGHTS",
+    "DEFAULT_RRF_K",
+    "VectorQuery",
+    "RrfFusion",
+    "WeightedSum",
+    "Prefetch",
+    "QueryPlan",
+    "build_plan",
+    "check_mode",
+]
+
+Mode = Literal["dense", "sparse", "hybrid", "hybrid+rerank", "m3"]
+MODES: tuple[str, ...] = ("dense", "sparse", "hybrid", "hybrid+rerank", "m3")
+DEFAULT_MODE: Mode = "hybrid+rerank"
+DEFAULT_WEIGHTS = (1.0, 0.3, 1.0)
+DEFAULT_RRF_K = 60
+MODE_OUTPUTS: dict[str, tuple[OutputName, ...]] = {
+    "dense": (DENSE,),
+    "sparse": (SPARSE,),
+    "hybrid": (DENSE, SPARSE),
+    "hybrid+rerank": (DENSE, SPARSE, COLBERT),
+    "m3": (DENSE, SPARSE, COLBERT),
+}
+
+
+@dataclass(frozen=True, eq=False)
+class VectorQuery:
+    """Nearest to ``vector`` by the named vector ``using``."""
+
+    using: OutputName
+    vector: np.ndarray | SparseVector  # dense [H], sparse, or colbert [t, D]
+
+
+@dataclass(frozen=True)
+class RrfFusion:
+    k: int
+
+
+@dataclass(frozen=True)
+class WeightedSum:
+    """``Σ weights[i] · $score[i]`` over the prefetches; a point missing from one counts 0 there
+    (the sparse re-score drops points that share no token with the query: their score is 0)."""
+
+    weights: tuple[float, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Prefetch:
+    limit: int
+    query: VectorQuery | None = None
+    prefetches: tuple[Prefetch, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
+class QueryPlan:
+    limit: int
+    query: Union[VectorQuery, RrfFusion, WeightedSum]
+    prefetches: tuple[Prefetch, ...] = ()
+    filter: FilterNode | None = None
+    # What to divide the backend's score by to report BGE-M3's scale (ColBERT: n query tokens).
+    score_divisor: float = 1.0
+
+
+def check_mode(mode: str, schema: StoreSchema) -> Mode:
+    if mode not in MODE_OUTPUTS:
+        raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}.")
+    schema.require(MODE_OUTPUTS[mode], f"mode {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+def _row(query: M3Output) -> tuple[np.ndarray | None, SparseVector | None, np.ndarray | None]:
+    if len(query) != 1 and not (query.dense is not None and query.dense.shape[0] == 1):
+        raise ValueError(f"search_encoded takes one encoded query, found {len(query)}. Fix: pass enc.select([i]).")
+    dense = None if query.dense is None else np.asarray(query.dense[0], dtype=np.float32)
+    sparse = None if query.sparse is None else query.sparse[0]
+    colbert = None if query.colbert is None else np.asarray(query.colbert[0], dtype=np.float32)
+    return dense, sparse, colbert
+
+
+def build_plan(
+    mode: str,
+    query: M3Output,
+    schema: StoreSchema,
+    *,
+    k: int,
+    prefetch_k: int | tuple[int, int] | None = None,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    rrf_k: int = DEFAULT_RRF_K,
+    filter: FilterNode | None = None,
+    max_query_tokens: int | None = None,
+) -> QueryPlan:
+    """The plan for one search (``query`` holds one encoded query with the mode's outputs)."""
+    mode = check_mode(mode, schema)
+    if not isinstance(k, int) or k <= 0:
+        raise ValueError(f"k={k!r}; expected a positive int.")
+    k1, k2 = _prefetch_sizes(prefetch_k, k)
+    dense, sparse, colbert = _row(query)
+    for name in MODE_OUTPUTS[mode]:
+        if {"dense": dense, "sparse": sparse, "colbert": colbert}[name] is None:
+            raise ValueError(f"mode {mode!r} needs the query's {name!r} output, which the encoded query lacks.")
+    if colbert is not None and max_query_tokens is not None:
+        colbert = colbert[:max_query_tokens]
+    dq = VectorQuery(DENSE, dense) if dense is not None else None
+    sq = VectorQuery(SPARSE, sparse) if sparse is not None else None
+
+    if mode == "dense":
+        return QueryPlan(limit=k, query=dq, filter=filter)  # type: ignore[arg-type]
+    if mode == "sparse":
+        return QueryPlan(limit=k, query=sq, filter=filter)  # type: ignore[arg-type]
+    union = (Prefetch(k1, dq), Prefetch(k2, sq))
+    if mode == "hybrid":
+        if not isinstance(rrf_k, int) or rrf_k <= 0:
+            raise ValueError(f"rrf_k={rrf_k!r}; expected a positive int.")
+        return QueryPlan(limit=k, query=RrfFusion(rrf_k), prefetches=union, filter=filter)
+    n_tokens = int(colbert.shape[0])  # type: ignore[union-attr]
+    if n_tokens == 0:
+        raise ValueError("the query has no ColBERT token vectors; expected at least one. Fix: use a non-empty query.")
+    cq = VectorQuery(COLBERT, colbert)
+    if mode == "hybrid+rerank":
+        return QueryPlan(limit=k, query=cq, prefetches=union, filter=filter, score_divisor=float(n_tokens))
+    # m3: re-score the same union with each vector, then combine.
+    w = tuple(float(x) for x in weights)
+    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
+        raise ValueError(f"weights={tuple(weights)!r}; expected three non-negative floats (dense, sparse, colbert) with a positive sum.")
+    total = sum(w)
+    union_size = k1 + k2
+    rescored = tuple(Prefetch(union_size, q, union) for q in (dq, sq, cq))
+    formula = WeightedSum((w[0] / total, w[1] / total, w[2] / (total * n_tokens)))
+    return QueryPlan(limit=k, query=formula, prefetches=rescored, filter=filter)
+
+
+def _prefetch_sizes(prefetch_k: int | tuple[int, int] | None, k: int) -> tuple[int, int]:
+    if prefetch_k is None:
+        # Enough candidates that the rerank can change the order; cheap at Qdrant's speeds.
+        size = max(4 * k, 50)
+        return size, size
+    pair = (prefetch_k, prefetch_k) if isinstance(prefetch_k, int) else tuple(prefetch_k)
+    if len(pair) != 2 or not all(isinstance(x, int) and x > 0 for x in pair):
+        raise ValueError(f"prefetch_k={prefetch_k!r}; expected a positive int or a (dense, sparse) pair of them.")
+    return pair[0], pair[1]
