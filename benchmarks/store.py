@@ -1,0 +1,213 @@
+"""Store benchmark: synthetic BGE-M3-shaped points on Qdrant Edge and qdrant-client local mode.
+
+Points look like BGE-M3's: dense 1024 (L2-normalised), ~40 sparse terms from a 250k
+vocabulary, 16-128 ColBERT tokens of 1024 dims. Reported per backend and size, all in one
+run: ingestion points/s, bytes on disk per ColBERT token (Edge), peak RSS while ingesting,
+and p50/p95 latency of each search mode (query encoding excluded: queries are pre-encoded).
+
+    python benchmarks/store.py                                   # full: Edge 10k+50k, client 10k
+    python benchmarks/store.py --edge-sizes 2000 --client-sizes 500 --client-queries 3   # quick
+
+qdrant-client local mode is pure Python (a reference, not a production path): its
+ColBERT rerank is slow, so it runs fewer queries (``--client-queries``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from tqdm.auto import tqdm
+
+from m3_rag.store import M3Store
+from m3_rag.store.queries import MODES
+from m3_rag.types import M3Output, SparseVector
+
+__all__ = ["SyntheticEncoder", "synthetic_batch", "main"]
+
+
+class SyntheticEncoder:
+    """Sizes only: the store reads dims from here; points come pre-encoded."""
+
+    outputs = ("dense", "sparse", "colbert")
+
+    def __init__(self, dense_dim: int, colbert_dim: int) -> None:
+        self.dense_dim, self.colbert_dim = dense_dim, colbert_dim
+
+    def encode_documents(self, *a, **k):  # pragma: no cover - the benchmark never encodes
+        raise RuntimeError("the benchmark adds pre-encoded points")
+
+    encode_queries = encode_documents
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _sparse(rng: np.random.Generator, vocab: int, terms: int) -> SparseVector:
+    # Zipf-like token ids: frequent tokens are shared across texts, as in real text.
+    ids = np.unique(np.minimum(rng.zipf(1.3, size=terms), vocab - 1).astype(np.int64) + rng.integers(0, 50, terms))
+    ids = np.unique(np.concatenate([ids, rng.integers(0, vocab, terms // 2)]))[:terms]
+    return SparseVector(np.sort(ids), rng.uniform(0.01, 0.4, ids.size).astype(np.float32))
+
+
+def synthetic_batch(rng: np.random.Generator, n: int, args: argparse.Namespace, query: bool = False) -> M3Output:
+    lo, hi = (8, 32) if query else (args.min_tokens, args.max_tokens)
+    terms = 8 if query else args.sparse_terms
+    tokens = rng.integers(lo, hi + 1, n)
+    return M3Output(
+        dense=_unit(rng.normal(size=(n, args.dense_dim))),
+        sparse=[_sparse(rng, args.vocab, terms) for _ in range(n)],
+        colbert=[_unit(rng.normal(size=(int(t), args.colbert_dim))) for t in tokens],
+        token_counts=tokens.astype(np.int64),
+        truncated=np.zeros(n, dtype=bool),
+    )
+
+
+def _disk_bytes(path: Path, only: str | None = None) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        if only and only not in root:
+            continue
+        for f in files:
+            st = os.stat(os.path.join(root, f))
+            total += st.st_blocks * 512  # allocated, not apparent, size
+    return total
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    a = np.array(samples) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3), "n": len(a)}
+
+
+def run_one(backend: str, n: int, args: argparse.Namespace, workdir: Path) -> dict:
+    enc = SyntheticEncoder(args.dense_dim, args.colbert_dim)
+    path = workdir / f"{backend}-{n}"
+    store = M3Store(enc, path=path) if backend == "edge" else M3Store(enc, location=":memory:")
+    proc = psutil.Process()
+    rss_start = peak = proc.memory_info().rss
+    rng = np.random.default_rng(args.seed)
+    tokens = 0
+    ingest_s = 0.0
+    for start in tqdm(range(0, n, args.batch_size), desc=f"{backend} {n} ingest", unit="batch", disable=args.quiet):
+        m = min(args.batch_size, n - start)
+        batch = synthetic_batch(rng, m, args)
+        tokens += int(sum(c.shape[0] for c in batch.colbert))
+        t0 = time.perf_counter()
+        store.add_encoded([f"text {start + i}" for i in range(m)], batch, ids=list(range(start, start + m)))
+        ingest_s += time.perf_counter() - t0
+        peak = max(peak, proc.memory_info().rss)
+    result: dict = {
+        "backend": backend,
+        "points": n,
+        "colbert_tokens": tokens,
+        "ingest_points_per_s": round(n / ingest_s, 1),
+        "rss_peak_mb": round(peak / 2**20, 1),
+        "rss_growth_mb": round((peak - rss_start) / 2**20, 1),
+    }
+    if backend == "edge":
+        t0 = time.perf_counter()
+        if args.optimize:
+            store.optimize()
+        result["optimize_s"] = round(time.perf_counter() - t0, 2) if args.optimize else None
+        store.backend.shard.flush()
+        result["disk_bytes"] = _disk_bytes(path)
+        result["disk_bytes_per_colbert_token"] = round(result["disk_bytes"] / tokens, 1)
+        result["colbert_storage_bytes_per_token"] = round(_disk_bytes(path, "vector_storage-colbert") / tokens, 1)
+    queries = args.queries if backend == "edge" else args.client_queries
+    qrng = np.random.default_rng(args.seed + 1)
+    encoded = [synthetic_batch(qrng, 1, args, query=True) for _ in range(queries + args.warmup)]
+    latency: dict = {}
+    for mode in args.modes:
+        times = []
+        for i, q in enumerate(encoded):
+            t0 = time.perf_counter()
+            hits = store.search_encoded(q, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
+            dt_ = time.perf_counter() - t0
+            if i >= args.warmup:
+                times.append(dt_)
+        assert hits, f"{mode} returned nothing"
+        latency[mode] = _percentiles(times)
+    result["latency"] = latency
+    store.close()
+    shutil.rmtree(path, ignore_errors=True)
+    return result
+
+
+def _estimate_bytes(n: int, args: argparse.Namespace) -> int:
+    avg_tokens = (args.min_tokens + args.max_tokens) / 2
+    return int(n * (avg_tokens * args.colbert_dim * 2 + args.dense_dim * 4 + args.sparse_terms * 8 + 200) * 1.3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--edge-sizes", type=int, nargs="*", default=[10_000, 50_000])
+    ap.add_argument("--client-sizes", type=int, nargs="*", default=[10_000])
+    ap.add_argument("--queries", type=int, default=50, help="timed queries per mode (Edge)")
+    ap.add_argument("--client-queries", type=int, default=3, help="timed queries per mode (qdrant-client local)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--prefetch-k", type=int, default=None, help="candidates per prefetch (default: the store's)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--dense-dim", type=int, default=1024)
+    ap.add_argument("--colbert-dim", type=int, default=1024)
+    ap.add_argument("--vocab", type=int, default=250_002)
+    ap.add_argument("--sparse-terms", type=int, default=40)
+    ap.add_argument("--min-tokens", type=int, default=16)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--no-optimize", dest="optimize", action="store_false", help="skip Edge's index build")
+    ap.add_argument("--workdir", type=Path, default=None, help="where Edge indexes go (default: a temp dir)")
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="m3-store-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    need = max(args.edge_sizes, default=0)
+    need_bytes = _estimate_bytes(need, args)
+    free = shutil.disk_usage(workdir).free
+    if need_bytes > free:
+        print(f"not enough free disk at {workdir}: {free / 1e9:.1f} GB free, the largest Edge run needs about "
+              f"{need_bytes / 1e9:.1f} GB. Fix: pass --workdir on a bigger disk or smaller --edge-sizes.",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    runs = [("edge", n) for n in args.edge_sizes] + [("qdrant_client_local", n) for n in args.client_sizes]
+    results = {
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "runs": [],
+    }
+    for backend, n in runs:
+        r = run_one("edge" if backend == "edge" else "client", n, args, workdir)
+        r["backend"] = backend
+        results["runs"].append(r)
+        print(json.dumps(r), flush=True)
+    _print_table(results["runs"])
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    if args.workdir is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _print_table(runs: list[dict]) -> None:
+    modes = list(runs[0]["latency"]) if runs else []
+    print("\nbackend              points  ingest pts/s  disk B/tok  rss peak MB  " + "  ".join(f"{m} p50/p95 ms" for m in modes))
+    for r in runs:
+        lat = "  ".join(f"{r['latency'][m]['p50_ms']:.2f}/{r['latency'][m]['p95_ms']:.2f}" for m in modes)
+        disk = r.get("disk_bytes_per_colbert_token", float("nan"))
+        print(f"{r['backend']:<20} {r['points']:>6}  {r['ingest_points_per_s']:>12}  {disk:>10}  {r['rss_peak_mb']:>11}  {lat}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
