@@ -1,0 +1,395 @@
+"""``M3VectorStore``: a LlamaIndex vector store over the core m3 store (Qdrant).
+
+A thin adapter: nodes map to the shared payload layout (:mod:`m3_rag_llamaindex.nodes`),
+filters to the core filter model (:mod:`m3_rag_llamaindex.filters`), query modes to core
+search modes; storage and search are the core store's.
+
+Query modes (``similarity_top_k`` = k1, ``sparse_top_k`` = k2, ``hybrid_top_k`` = k3):
+
+- DEFAULT: core ``dense``, k1 results (the retriever's query embedding is used as is).
+- SPARSE: core ``sparse`` (BGE-M3 lexical weights), k2 or k1 results.
+- HYBRID: core ``hybrid_mode`` (default ``hybrid+rerank``: dense + sparse prefetch, ColBERT
+  MaxSim over the union). With k1 only, k1 results over the core's default prefetch; with
+  k2 or k3 given, LlamaIndex's definition: k1 dense and k2 (or k1) sparse candidates, k3 (or
+  k1) results.
+
+``alpha`` (1 = dense only, 0 = sparse only) applies where scores are weighted, i.e. with
+``hybrid_mode="m3"``; the other hybrid modes rank by RRF or MaxSim and refuse an ``alpha``.
+``doc_ids``/``node_ids`` restrict every mode to those documents / nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
+
+from llama_index.core.schema import BaseNode
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryMode,
+    VectorStoreQueryResult,
+)
+from pydantic import Field, PrivateAttr
+from tqdm.auto import tqdm
+
+from m3_rag.cache import CachedEncoder
+from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store
+from m3_rag.store.filters import And, Condition, FilterNode
+from m3_rag.types import M3Output
+from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached
+from m3_rag_llamaindex.filters import to_core_filter
+from m3_rag_llamaindex.nodes import NodeRecord, node_to_record, record_to_node
+
+__all__ = ["M3VectorStore", "HybridMode"]
+
+HybridMode = Literal["hybrid+rerank", "hybrid", "m3"]
+# A node embedding computed by another model would not match the stored sparse/ColBERT
+# vectors; the same model on the same text agrees to float noise (batch padding, fp16).
+_SAME_VECTOR_COSINE = 0.99
+
+
+class M3VectorStore(BasePydanticVectorStore):
+    """LlamaIndex vector store with BGE-M3 dense, sparse and hybrid + ColBERT-rerank search::
+
+        store = M3VectorStore(M3Encoder.from_pretrained("BAAI/bge-m3"), path="./m3_index")
+        index = VectorStoreIndex.from_documents(
+            docs, storage_context=StorageContext.from_defaults(vector_store=store),
+            embed_model=store.embed_model)
+        index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=5)
+
+    Use ``store.embed_model`` as the index's embedding model: it shares this store's encoder
+    cache, so each node runs through the model once although the index embeds it before
+    calling :meth:`add`.
+    """
+
+    stores_text: bool = True
+    flat_metadata: bool = False
+    hybrid_mode: HybridMode = "hybrid+rerank"
+    weights: tuple[float, float, float] = Field(
+        default=(1.0, 0.3, 1.0), description="(dense, sparse, colbert) weights of the 'm3' hybrid score."
+    )
+    batch_size: int = Field(default=64, gt=0, description="Nodes encoded and written per batch in add().")
+    show_progress: bool = False
+
+    _store: M3Store | None = PrivateAttr(default=None)
+    _astore: AsyncM3Store | None = PrivateAttr(default=None)
+    _encoder: CachedEncoder = PrivateAttr()
+    _embed_model: BGEM3Embedding | None = PrivateAttr(default=None)
+
+    def __init__(
+        self,
+        encoder: Any = None,
+        path: str | Path | None = None,
+        *,
+        location: str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        store: M3Store | None = None,
+        async_store: AsyncM3Store | None = None,
+        cache_size: int = 4096,
+        **kwargs: Any,
+    ) -> None:
+        """Open (or create) a collection.
+
+        Give an ``encoder`` (``M3Encoder`` or ``CachedEncoder``) and one of ``path`` (Qdrant
+        Edge, on disk), ``location=":memory:"`` (qdrant-client local mode) or ``url`` (a
+        Qdrant server: sync and native-async clients both). Or give ready core stores:
+        ``store=`` and/or ``async_store=`` (with ``encoder`` to share a cache; else the
+        store's own encoder is used).
+
+        Async methods go through the ``AsyncM3Store`` when there is one; otherwise they run
+        the in-process engine (Edge, local mode) on a worker thread.
+        """
+        super().__init__(**kwargs)
+        given = store is not None or async_store is not None
+        if given and (path is not None or location is not None or url is not None):
+            raise ValueError(
+                "got store=/async_store= and path/location/url; expected one or the other. "
+                "Fix: pass the ready store(s) alone, or encoder= with a location."
+            )
+        if not given:
+            if encoder is None:
+                raise ValueError("no encoder given. Fix: M3VectorStore(M3Encoder.from_pretrained(...), path=...)")
+            if sum(x is not None for x in (path, location, url)) != 1:
+                raise ValueError(
+                    f"expected exactly one of path=, location=, url=; found path={path!r}, "
+                    f"location={location!r}, url={url!r}."
+                )
+            self._encoder = as_cached(encoder, cache_size)
+            self._store = M3Store(
+                self._encoder, path, location=location, url=url, api_key=api_key, collection=collection
+            )
+            if url is not None:
+                self._astore = AsyncM3Store(self._encoder, url=url, api_key=api_key, collection=collection)
+            return
+        self._store, self._astore = store, async_store
+        core = store if store is not None else async_store
+        self._encoder = as_cached(encoder if encoder is not None else core.encoder, cache_size)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "M3VectorStore"
+
+    @property
+    def client(self) -> M3Store:
+        """The core store (``m3_rag.store.M3Store``)."""
+        return self._sync()
+
+    @property
+    def aclient(self) -> AsyncM3Store | None:
+        """The native-async core store, if this store has one."""
+        return self._astore
+
+    @property
+    def encoder(self) -> CachedEncoder:
+        return self._encoder
+
+    @property
+    def embed_model(self) -> BGEM3Embedding:
+        """A ``BGEM3Embedding`` sharing this store's encoder cache (one forward pass per node)."""
+        if self._embed_model is None:
+            self._embed_model = BGEM3Embedding(self._encoder)
+        return self._embed_model
+
+    def close(self) -> None:
+        """Release the engine (an Edge path can then be reopened)."""
+        if self._store is not None:
+            self._store.close()
+
+    async def aclose(self) -> None:
+        if self._astore is not None:
+            await self._astore.close()
+        self.close()
+
+    # ------------------------------------------------------------------------------ writing
+    def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        store = self._sync()
+        ids: list[str] = []
+        with self._progress(len(nodes)) as bar:
+            for batch in self._batches(nodes):
+                records, encoded = self._encode_nodes(batch)
+                store.add_encoded(*_add_args(records, encoded))
+                ids += [r.id for r in records]
+                bar.update(len(batch))
+        return ids
+
+    async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        if self._astore is None:
+            return await asyncio.to_thread(self.add, nodes, **kwargs)
+        ids: list[str] = []
+        with self._progress(len(nodes)) as bar:
+            for batch in self._batches(nodes):
+                # Encoding is CPU/GPU-bound: a worker thread; the write is natively async.
+                records, encoded = await asyncio.to_thread(self._encode_nodes, batch)
+                await self._astore.add_encoded(*_add_args(records, encoded))
+                ids += [r.id for r in records]
+                bar.update(len(batch))
+        return ids
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete every node of the source document ``ref_doc_id``."""
+        self._sync().delete_by_doc_id(ref_doc_id)
+
+    async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        if self._astore is None:
+            return await asyncio.to_thread(self.delete, ref_doc_id)
+        await self._astore.delete_by_doc_id(ref_doc_id)
+
+    def delete_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
+    ) -> None:
+        """Delete the nodes with these ids (``filters`` are not supported yet: see below)."""
+        self._sync().delete(_ids_only(node_ids, filters, "delete_nodes"))
+
+    async def adelete_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
+    ) -> None:
+        if self._astore is None:
+            return await asyncio.to_thread(self.delete_nodes, node_ids, filters)
+        await self._astore.delete(_ids_only(node_ids, filters, "adelete_nodes"))
+
+    def clear(self) -> None:
+        """Delete every node; the collection (and its schema) stays."""
+        self._sync().clear()
+
+    async def aclear(self) -> None:
+        if self._astore is None:
+            return await asyncio.to_thread(self.clear)
+        await self._astore.clear()
+
+    # ------------------------------------------------------------------------------ reading
+    def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
+        """The stored nodes with these ids, in that order (ids not stored are absent)."""
+        points = self._sync().get(_ids_only(node_ids, filters, "get_nodes"))
+        return [record_to_node(p.id, p.text, p.metadata, p.doc_id, p.extra) for p in points]
+
+    async def aget_nodes(
+        self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
+    ) -> list[BaseNode]:
+        if self._astore is None:
+            return await asyncio.to_thread(self.get_nodes, node_ids, filters)
+        points = await self._astore.get(_ids_only(node_ids, filters, "aget_nodes"))
+        return [record_to_node(p.id, p.text, p.metadata, p.doc_id, p.extra) for p in points]
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        mode, k, prefetch_k, weights = self._plan(query)
+        flt = self._query_filter(query)
+        encoded = self._encode_query(query, mode)
+        hits = self._sync().search_encoded(encoded, mode, k, flt, prefetch_k, weights)
+        return _to_result(hits)
+
+    async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        if self._astore is None:
+            return await asyncio.to_thread(self.query, query, **kwargs)
+        mode, k, prefetch_k, weights = self._plan(query)
+        flt = self._query_filter(query)
+        encoded = await asyncio.to_thread(self._encode_query, query, mode)
+        hits = await self._astore.search_encoded(encoded, mode, k, flt, prefetch_k, weights)
+        return _to_result(hits)
+
+    # ------------------------------------------------------------------------------ helpers
+    def _sync(self) -> M3Store:
+        if self._store is None:
+            raise RuntimeError(
+                "this M3VectorStore was built with async_store= only, so it has no sync client. "
+                "Fix: use the async methods (aquery, async_add, ...), or pass store=M3Store(...) too."
+            )
+        return self._store
+
+    def _progress(self, total: int) -> tqdm:
+        return tqdm(total=total, desc="m3: add nodes", unit="node", disable=not self.show_progress)
+
+    def _batches(self, nodes: Sequence[BaseNode]) -> list[Sequence[BaseNode]]:
+        return [nodes[i : i + self.batch_size] for i in range(0, len(nodes), self.batch_size)]
+
+    def _encode_nodes(self, nodes: Sequence[BaseNode]) -> tuple[list[NodeRecord], M3Output]:
+        records = [node_to_record(n) for n in nodes]
+        # The same strings VectorStoreIndex embedded: the cache answers, the model does not run.
+        encoded = self._encoder.encode_documents([r.embed_text for r in records])
+        _check_embeddings(nodes, encoded)
+        return records, encoded
+
+    def _plan(self, query: VectorStoreQuery) -> tuple[str, int, int | tuple[int, int] | None, tuple[float, float, float]]:
+        """Core mode, result size, prefetch sizes and weights for a LlamaIndex query."""
+        if query.mode == VectorStoreQueryMode.DEFAULT:
+            return "dense", query.similarity_top_k, None, self.weights
+        if query.mode == VectorStoreQueryMode.SPARSE:
+            return "sparse", query.sparse_top_k or query.similarity_top_k, None, self.weights
+        if query.mode != VectorStoreQueryMode.HYBRID:
+            raise ValueError(
+                f"query mode {query.mode.value!r} is not supported by M3VectorStore; expected one of "
+                "'default' (dense), 'sparse', 'hybrid'. Fix: as_retriever(vector_store_query_mode=...)."
+            )
+        if query.sparse_top_k is None and query.hybrid_top_k is None:
+            # Only similarity_top_k: it is the result size, and the core's default prefetch
+            # gives the rerank enough candidates to reorder.
+            k, prefetch_k = query.similarity_top_k, None
+        else:
+            # LlamaIndex's (and its Qdrant store's) definition of the three sizes.
+            k = query.hybrid_top_k or query.similarity_top_k
+            prefetch_k = (query.similarity_top_k, query.sparse_top_k or query.similarity_top_k)
+        weights = self.weights
+        if query.alpha is not None:
+            if self.hybrid_mode != "m3":
+                raise ValueError(
+                    f"alpha={query.alpha} was given but hybrid_mode is {self.hybrid_mode!r}, which ranks by "
+                    + ("ColBERT MaxSim" if self.hybrid_mode == "hybrid+rerank" else "reciprocal rank fusion")
+                    + " and has no dense/sparse weight. Fix: drop alpha, or use "
+                    "M3VectorStore(..., hybrid_mode='m3') to weight dense (alpha) against sparse (1 - alpha)."
+                )
+            if not 0.0 <= query.alpha <= 1.0:
+                raise ValueError(f"alpha is {query.alpha}; expected a number in [0, 1] (1 = dense only, 0 = sparse only)")
+            weights = (query.alpha, 1.0 - query.alpha, self.weights[2])
+        return self.hybrid_mode, k, prefetch_k, weights
+
+    def _encode_query(self, query: VectorStoreQuery, mode: str) -> M3Output:
+        emb = query.query_embedding
+        if mode == "dense" and emb is not None:
+            # The embedding the retriever computed (through store.embed_model, normally).
+            vec = np.asarray(emb, dtype=np.float32)[None, :]
+            if vec.shape[1] != self._encoder.dense_dim:
+                raise ValueError(
+                    f"query embedding has {vec.shape[1]} dimensions; the store's model gives "
+                    f"{self._encoder.dense_dim}. Fix: use store.embed_model as the index's embed_model."
+                )
+            return M3Output(dense=vec, sparse=None, colbert=None,
+                            token_counts=np.zeros(1, np.int64), truncated=np.zeros(1, bool))  # fmt: skip
+        if not query.query_str:
+            raise ValueError(
+                f"{mode!r} search needs the query text (query_str); found none. "
+                "Fix: query through a retriever, or pass VectorStoreQuery(query_str=...)."
+            )
+        return self._encoder.encode_queries([query.query_str])
+
+    def _query_filter(self, query: VectorStoreQuery) -> FilterNode | None:
+        parts: list[FilterNode] = []
+        if query.doc_ids:
+            parts.append(Condition("$doc_id", "in", list(query.doc_ids)))
+        if query.node_ids:
+            parts.append(Condition("$id", "in", list(query.node_ids)))
+        user = to_core_filter(query.filters)
+        if user is not None:
+            parts.append(user)
+        return None if not parts else parts[0] if len(parts) == 1 else And(parts)
+
+
+def _ids_only(node_ids: list[str] | None, filters: MetadataFilters | None, what: str) -> list[str]:
+    if filters is not None and filters.filters:
+        raise NotImplementedError(
+            f"{what}(filters=...) needs a filtered scroll/delete in the core store (m3_rag.store), "
+            "which it does not offer yet. Fix: pass node_ids (e.g. from a filtered retrieval)."
+        )
+    if node_ids is None:
+        raise ValueError(
+            f"{what}() got no node_ids; expected a list of node ids. "
+            + ("Fix: call clear() to remove everything." if "delete" in what else "Fix: pass node_ids.")
+        )
+    return list(node_ids)
+
+
+def _add_args(records: list[NodeRecord], encoded: M3Output) -> tuple[Any, ...]:
+    return (
+        [r.text for r in records],
+        encoded,
+        [r.id for r in records],
+        [r.metadata for r in records],
+        [r.doc_id for r in records],
+        [r.extra for r in records],
+    )
+
+
+def _check_embeddings(nodes: Sequence[BaseNode], encoded: M3Output) -> None:
+    """Refuse nodes embedded by another model: their dense vector would not match the rest."""
+    for i, node in enumerate(nodes):
+        if node.embedding is None:
+            continue
+        given = np.asarray(node.embedding, dtype=np.float32)
+        ours = encoded.dense[i]
+        if given.shape != ours.shape:
+            raise ValueError(
+                f"node {node.node_id!r} carries a {given.shape[0]}-dim embedding; this store's model gives "
+                f"{ours.shape[0]}. Fix: index with embed_model=store.embed_model (BGE-M3)."
+            )
+        cos = float(given @ ours / max(np.linalg.norm(given) * np.linalg.norm(ours), 1e-12))
+        if cos < _SAME_VECTOR_COSINE:
+            raise ValueError(
+                f"node {node.node_id!r} carries an embedding from another model (cosine {cos:.3f} with "
+                "BGE-M3's for the same text). Fix: index with embed_model=store.embed_model."
+            )
+
+
+def _to_result(hits: Sequence[Any]) -> VectorStoreQueryResult:
+    return VectorStoreQueryResult(
+        nodes=[record_to_node(h.id, h.text, h.metadata, h.doc_id, h.extra) for h in hits],
+        similarities=[float(h.score) for h in hits],
+        ids=[str(h.id) for h in hits],
+    )
