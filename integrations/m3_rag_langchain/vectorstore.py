@@ -1,0 +1,343 @@
+"""``M3VectorStore``: a LangChain ``VectorStore`` over :class:`m3_rag.store.M3Store`.
+
+Thin by design: storage, search modes and filters live in the core store; this class maps
+LangChain's calls and ``Document`` objects onto it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from langchain_core.documents import Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.runnables.config import run_in_executor
+from langchain_core.vectorstores import VectorStore
+
+from m3_rag.store import AsyncM3Store, M3Store, SearchResult
+from m3_rag.types import ALL_OUTPUTS
+from m3_rag_langchain.dense_only import EmbeddingsEncoder
+from m3_rag_langchain.embeddings import BGEM3Embeddings
+
+__all__ = ["M3VectorStore", "BOUNDED_MODES"]
+
+# Modes whose score is a cosine or a ColBERT MaxSim of unit vectors, i.e. in [-1, 1]; the
+# others (sparse dot products, RRF, the m3 weighted sum with its sparse part) are unbounded.
+BOUNDED_MODES = ("dense", "hybrid+rerank")
+_SEARCH_OPTIONS = ("filter", "mode", "prefetch_k", "weights")
+
+
+def encoder_for(embedding: Embeddings, dense_dim: int | None = None) -> Any:
+    """The m3 encoder behind ``embedding``: BGE-M3's own, or a plain model as dense-only."""
+    if isinstance(embedding, BGEM3Embeddings):
+        if dense_dim is not None:
+            raise ValueError(
+                f"dense_dim={dense_dim} was given with BGEM3Embeddings, whose size comes from the model config. "
+                "Fix: drop dense_dim (it is only for plain, dense-only Embeddings)."
+            )
+        return embedding.encoder
+    if not isinstance(embedding, Embeddings):
+        raise TypeError(
+            f"embedding is a {type(embedding).__name__}; expected a langchain_core Embeddings "
+            "(BGEM3Embeddings for all modes, any other model for dense-only). Fix: pass BGEM3Embeddings(...)."
+        )
+    return EmbeddingsEncoder(embedding, dense_dim=dense_dim)
+
+
+class M3VectorStore(VectorStore):
+    """BGE-M3 hybrid search on Qdrant as a LangChain vector store.
+
+    With :class:`BGEM3Embeddings` every search mode works: ``dense``, ``sparse``, ``hybrid``
+    (RRF), ``hybrid+rerank`` (default: dense + sparse candidates reranked by ColBERT MaxSim)
+    and ``m3`` (BGE-M3's weighted score). Ingestion runs the model once per batch for all three
+    vectors.
+
+    **Dense-only mode**: any other LangChain ``Embeddings`` (OpenAI, a fake, ...) is accepted and
+    wrapped by :class:`EmbeddingsEncoder`; the collection then holds only the dense vector, the
+    default mode is ``dense`` and the other modes raise an error naming the fix.
+
+    Backends (one of): ``path=`` (Qdrant Edge, embedded, on disk), ``location=":memory:"``
+    (qdrant-client local mode) or ``url=`` (a Qdrant server; the async methods then use
+    ``AsyncQdrantClient`` natively). The in-process backends run async calls in a worker thread,
+    as they are CPU-bound and one process owns their data. ``store=`` wraps an existing
+    :class:`~m3_rag.store.M3Store` instead (e.g. one shared with the LlamaIndex adapter).
+
+    Returned documents carry exactly the metadata that was added, and ``Document.id``.
+    ``filter=`` takes a Mongo-style dict (``{"year": {"$gte": 2020}}``) or an
+    ``m3_rag.store.filters`` node.
+    """
+
+    def __init__(
+        self,
+        embedding: Embeddings,
+        *,
+        path: str | None = None,
+        location: str | None = None,
+        url: str | None = None,
+        api_key: str | None = None,
+        collection: str = "m3",
+        mode: str | None = None,
+        weights: tuple[float, float, float] | None = None,
+        prefetch_k: int | None = None,
+        dense_dim: int | None = None,
+        store: M3Store | None = None,
+        async_store: AsyncM3Store | None = None,
+        **store_options: Any,
+    ) -> None:
+        self._embedding = embedding
+        connection = {"path": path, "location": location, "url": url, "api_key": api_key}
+        connection = {key: value for key, value in connection.items() if value is not None}
+        if store is not None:
+            if connection or store_options:
+                raise ValueError(
+                    f"store= was given together with {sorted({**connection, **store_options})}; expected one. "
+                    "Fix: configure the connection on the M3Store, or drop store=."
+                )
+            self._store = store
+        else:
+            encoder = encoder_for(embedding, dense_dim)
+            self._store = M3Store(encoder, collection=collection, **connection, **store_options)
+            if async_store is None and url is not None:
+                async_store = AsyncM3Store(encoder, collection=collection, **connection, **store_options)
+        self._async_store = async_store
+        outputs = tuple(getattr(self._store.encoder, "outputs", ALL_OUTPUTS))
+        self.mode = mode or ("hybrid+rerank" if set(outputs) >= set(ALL_OUTPUTS) else "dense")
+        self.weights = weights
+        self.prefetch_k = prefetch_k
+
+    @classmethod
+    def from_store(
+        cls,
+        store: M3Store,
+        embedding: Embeddings | None = None,
+        *,
+        async_store: AsyncM3Store | None = None,
+        **options: Any,
+    ) -> M3VectorStore:
+        """Wrap an existing core store; ``embedding`` defaults to BGE-M3 on the store's encoder."""
+        if embedding is None:
+            embedding = BGEM3Embeddings(encoder=store.encoder)
+        return cls(embedding, store=store, async_store=async_store, **options)
+
+    # ------------------------------------------------------------------------- properties
+    @property
+    def embeddings(self) -> Embeddings:
+        return self._embedding
+
+    @property
+    def store(self) -> M3Store:
+        """The core store (for what LangChain's interface has no words for)."""
+        return self._store
+
+    # ------------------------------------------------------------------------------ write
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Add (or overwrite, by id) texts; missing ids get a UUID4. Returns the ids."""
+        _no_extra(kwargs, "add_texts")
+        texts, ids = _texts_and_ids(texts, ids)
+        self._store.add_texts(
+            texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
+        )
+        return ids
+
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str | None] | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+        **kwargs: Any,
+    ) -> list[str]:
+        _no_extra(kwargs, "aadd_texts")
+        texts, ids = _texts_and_ids(texts, ids)
+        await self._arun(
+            "add_texts", texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
+        )
+        return ids
+
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        """Delete by ids (missing ids are fine). ``ids=None`` raises rather than wiping the
+        collection, so that an unset variable loses no data: call :meth:`clear` for that."""
+        _no_extra(kwargs, "delete")
+        self._store.delete(_ids_to_delete(ids))
+        return True
+
+    async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
+        _no_extra(kwargs, "adelete")
+        await self._arun("delete", _ids_to_delete(ids))
+        return True
+
+    def clear(self) -> None:
+        """Delete every document of the collection."""
+        self._store.clear()
+
+    async def aclear(self) -> None:
+        await self._arun("clear")
+
+    # ------------------------------------------------------------------------------- read
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return [_point_document(p) for p in self._store.get(list(ids))]
+
+    async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        return [_point_document(p) for p in await self._arun("get", list(ids))]
+
+    def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+
+    async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in await self.asimilarity_search_with_score(query, k, **kwargs)]
+
+    def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
+        """Top ``k`` documents with the mode's score (higher is more similar).
+
+        Keyword options: ``mode``, ``filter``, ``prefetch_k``, ``weights`` (default: the store's).
+        """
+        hits = self._store.search(query, k=k, **self._search_options(kwargs))
+        return [(_hit_document(h), h.score) for h in hits]
+
+    async def asimilarity_search_with_score(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        hits = await self._arun("search", query, k=k, **self._search_options(kwargs))
+        return [(_hit_document(h), h.score) for h in hits]
+
+    def _similarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        to_relevance = self._relevance_fn(kwargs.get("mode"))
+        return [(doc, to_relevance(s)) for doc, s in self.similarity_search_with_score(query, k, **kwargs)]
+
+    async def _asimilarity_search_with_relevance_scores(
+        self, query: str, k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        to_relevance = self._relevance_fn(kwargs.get("mode"))
+        return [(doc, to_relevance(s)) for doc, s in await self.asimilarity_search_with_score(query, k, **kwargs)]
+
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        return self._relevance_fn(None)
+
+    def _relevance_fn(self, mode: str | None) -> Callable[[float], float]:
+        mode = mode or self.mode
+        if mode not in BOUNDED_MODES:
+            raise NotImplementedError(
+                f"mode {mode!r} has no bounded score to map to a [0, 1] relevance; relevance scores exist "
+                f"for {BOUNDED_MODES}. Fix: pass mode='hybrid+rerank' (or 'dense'), or use similarity_search_with_score."
+            )
+        # Cosine/MaxSim in [-1, 1] -> [0, 1]; the clamp absorbs float rounding (1.0000001).
+        return lambda score: min(1.0, max(0.0, (score + 1.0) / 2.0))
+
+    def _search_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(kwargs) - set(_SEARCH_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"unknown search option(s) {unknown}; expected any of {_SEARCH_OPTIONS}. "
+                "Fix: pass only these (e.g. as_retriever(search_kwargs={'k': 4, 'mode': 'dense'}))."
+            )
+        options = {
+            "mode": kwargs.get("mode") or self.mode,
+            "filter": kwargs.get("filter"),
+            "prefetch_k": kwargs.get("prefetch_k", self.prefetch_k),
+        }
+        weights = kwargs.get("weights", self.weights)
+        if weights is not None:
+            options["weights"] = weights
+        return options
+
+    # ------------------------------------------------------------------------ constructors
+    @classmethod
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str] | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+        **kwargs: Any,
+    ) -> M3VectorStore:
+        """Build a store (``kwargs`` as for the constructor) and add ``texts`` to it."""
+        vs = cls(embedding, **kwargs)
+        vs.add_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+        return vs
+
+    @classmethod
+    async def afrom_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict] | None = None,
+        *,
+        ids: list[str] | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+        **kwargs: Any,
+    ) -> M3VectorStore:
+        vs = cls(embedding, **kwargs)
+        await vs.aadd_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+        return vs
+
+    def close(self) -> None:
+        self._store.close()
+
+    async def aclose(self) -> None:
+        if self._async_store is not None:
+            await self._async_store.close()
+        self._store.close()
+
+    async def _arun(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """A store call on the native async client (server), else in a worker thread (in-process engines)."""
+        if self._async_store is not None:
+            return await getattr(self._async_store, method)(*args, **kwargs)
+        return await run_in_executor(None, getattr(self._store, method), *args, **kwargs)
+
+
+def _texts_and_ids(texts: Iterable[str], ids: Sequence[str | None] | None) -> tuple[list[str], list[str]]:
+    texts = list(texts)
+    if ids is None:
+        ids = [None] * len(texts)
+    if len(ids) != len(texts):
+        raise ValueError(
+            f"got {len(ids)} ids for {len(texts)} texts; expected one id (or None) per text. "
+            "Fix: pass ids of the same length, or none to generate them."
+        )
+    # LangChain ids are strings: generate UUID4s for the documents that have none.
+    return texts, [str(uuid.uuid4()) if i is None else i for i in ids]
+
+
+def _ids_to_delete(ids: list[str] | None) -> list[str]:
+    if ids is None:
+        raise ValueError(
+            "delete() needs ids; got None. Deleting everything on a missing argument would lose data. "
+            "Fix: pass ids=[...], or call clear() to empty the collection."
+        )
+    return list(ids)
+
+
+def _no_extra(kwargs: dict[str, Any], method: str) -> None:
+    if kwargs:
+        raise TypeError(f"{method}() got unexpected keyword argument(s) {sorted(kwargs)}")
+
+
+def _document(id_: Any, text: str, metadata: dict[str, Any]) -> Document:
+    # The store keeps the caller's id as given; LangChain document ids are strings.
+    return Document(id=None if id_ is None else str(id_), page_content=text, metadata=dict(metadata))
+
+
+def _hit_document(hit: SearchResult) -> Document:
+    return _document(hit.id, hit.text, hit.metadata)
+
+
+def _point_document(point: Any) -> Document:
+    return _document(point.id, point.text, point.metadata)
