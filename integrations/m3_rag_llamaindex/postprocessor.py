@@ -24,6 +24,7 @@ __all__ = ["M3RerankPostprocessor"]
 class M3RerankPostprocessor(BaseNodePostprocessor):
     """Rescore nodes against the query; the score they came with is kept in metadata.
 
+    Nodes are scored on their EMBED-mode content (what the vector store encoded at ingestion).
     ``score="colbert"``: ColBERT MaxSim. ``score="m3"``: BGE-M3's weighted sum of dense,
     sparse and ColBERT scores (``weights``, default the model's own). ``top_n=None`` keeps all.
     """
