@@ -1,0 +1,66 @@
+"""``m3-rag eval``: one table of nDCG@10 / Recall@100 per mode for a model on a BEIR folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+__all__ = ["app", "eval_command", "main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate retrieval per mode.")
+
+
+@app.callback()
+def _group() -> None:
+    """Keeps ``eval`` a named sub-command even though it is the only one."""
+
+
+@app.command("eval")
+def eval_command(
+    folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
+    model: Annotated[str, typer.Option(help="model dir, hub id or 'm3-mini'")] = "m3-mini",
+    split: Annotated[str, typer.Option(help="qrels split to evaluate")] = "test",
+    max_queries: Annotated[Optional[int], typer.Option(help="seeded sample of queries (smoke runs)")] = None,
+    max_docs: Annotated[Optional[int], typer.Option(help="docs kept: all relevant + seeded distractors")] = None,
+    seed: int = 0,
+    weights: Annotated[Optional[str], typer.Option(help="dense,sparse,colbert (default: the model's)")] = None,
+    pipeline: Annotated[bool, typer.Option(help="also run the Qdrant Edge store modes")] = True,
+    index_path: Annotated[Optional[Path], typer.Option(help="keep the Edge index here (default: temp dir)")] = None,
+    prefetch_k: Annotated[Optional[int], typer.Option(help="store prefetch size per mode")] = None,
+    query_max_length: int = 512,
+    doc_max_length: Annotated[int, typer.Option(help="document max tokens (512 for BERT backbones)")] = 8192,
+    device: Optional[str] = None,
+    output: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON here")] = None,
+    progress: bool = True,
+) -> None:
+    """Exhaustive dense/sparse/colbert/dense+sparse/all and store hybrid+rerank/m3, in one table."""
+    from m3_rag import M3Encoder
+    from m3_rag.evaluation.beir import load_beir
+    from m3_rag.evaluation.evaluate import evaluate
+
+    w = None
+    if weights is not None:
+        parts = [p for p in weights.replace(" ", "").split(",") if p]
+        if len(parts) != 3:
+            raise typer.BadParameter(f"found {weights!r}; expected three comma-separated numbers: dense,sparse,colbert")
+        w = tuple(float(p) for p in parts)
+    data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
+    encoder = M3Encoder.from_pretrained(
+        model, device=device, query_max_length=query_max_length, document_max_length=doc_max_length
+    )
+    report = evaluate(encoder, data, model_name=model, weights=w, pipeline=pipeline, index_path=index_path,
+                      prefetch_k=prefetch_k, show_progress=progress)  # fmt: skip
+    typer.echo(report.to_table())
+    if output is not None:
+        output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv, standalone_mode=True)
+
+
+if __name__ == "__main__":
+    main()

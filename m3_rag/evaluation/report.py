@@ -1,0 +1,69 @@
+"""Scores per mode (nDCG@10, Recall@100 from ``ranx``) and the table they print as."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["ModeScore", "EvalReport", "METRICS", "score_runs"]
+
+METRICS = ("ndcg@10", "recall@100")
+
+
+@dataclass(frozen=True)
+class ModeScore:
+    mode: str
+    ndcg10: float
+    recall100: float
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    dataset: str
+    model: str
+    n_queries: int
+    n_docs: int
+    weights: tuple[float, float, float]
+    scores: list[ModeScore] = field(default_factory=list)
+
+    def score(self, mode: str) -> ModeScore:
+        for s in self.scores:
+            if s.mode == mode:
+                return s
+        raise KeyError(f"mode {mode!r} was not evaluated; evaluated: {[s.mode for s in self.scores]}")
+
+    def to_table(self) -> str:
+        """A Markdown table, one row per mode."""
+        lines = [
+            f"{self.dataset}: {self.n_queries} queries, {self.n_docs} docs, model {self.model}, "
+            f"weights (dense, sparse, colbert) = {self.weights}",
+            "",
+            "| mode | nDCG@10 | Recall@100 |",
+            "|---|---:|---:|",
+        ]
+        lines += [f"| {s.mode} | {s.ndcg10:.4f} | {s.recall100:.4f} |" for s in self.scores]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        return {
+            "dataset": self.dataset, "model": self.model, "n_queries": self.n_queries, "n_docs": self.n_docs,
+            "weights": list(self.weights),
+            "scores": {s.mode: {"ndcg@10": s.ndcg10, "recall@100": s.recall100} for s in self.scores},
+        }  # fmt: skip
+
+
+def score_runs(runs: dict[str, dict[str, dict[str, float]]], qrels: dict[str, dict[str, int]]) -> list[ModeScore]:
+    """nDCG@10 and Recall@100 of each run with ranx (queries without hits count as 0)."""
+    try:
+        from ranx import Qrels, Run, evaluate as ranx_evaluate
+    except ImportError as exc:
+        raise ImportError('evaluation needs the ranx metrics library. Fix: pip install "m3-rag[eval]"') from exc
+
+    ranx_qrels = Qrels(qrels)
+    out = []
+    for mode, run in runs.items():
+        full = {q: (run.get(q) or {"__none__": 0.0}) for q in qrels}  # ranx needs every query present
+        metrics = ranx_evaluate(ranx_qrels, Run(full), list(METRICS), make_comparable=True)
+        out.append(ModeScore(mode, float(metrics["ndcg@10"]), float(metrics["recall@100"])))
+    return out
+
+

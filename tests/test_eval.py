@@ -1,0 +1,90 @@
+"""Evaluation: BEIR slicing, exhaustive runs equal the scoring functions, ranx metrics, pipeline, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from m3_rag.evaluation import EXHAUSTIVE_MODES, PIPELINE_MODES, evaluate, exhaustive_runs, load_beir, score_runs
+from m3_rag.evaluation.runs import encode_corpus
+from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
+
+
+@pytest.fixture(scope="module")
+def scifact_slice(data_dir):
+    return load_beir(data_dir / "scifact", "test", max_queries=6, max_docs=40, seed=1)
+
+
+def test_slice_keeps_every_relevant_document(scifact_slice, data_dir):
+    data = scifact_slice
+    assert len(data.query_ids) == 6 and len(data.doc_ids) == 40
+    relevant = {d for r in data.qrels.values() for d in r}
+    assert relevant <= set(data.doc_ids)
+    assert set(data.qrels) == set(data.query_ids)
+    # Document text is BEIR's title + " " + text.
+    first = json.loads((data_dir / "scifact" / "corpus.jsonl").read_text().splitlines()[0])
+    full = load_beir(data_dir / "scifact", "test")
+    assert full.doc_texts[0] == f"{first['title']} {first['text']}" and len(full.query_ids) == 300
+
+
+def test_missing_split_names_the_ones_present(data_dir):
+    with pytest.raises(FileNotFoundError, match=r"found \['test.tsv', 'train.tsv'\]"):
+        load_beir(data_dir / "scifact", "dev")
+
+
+def test_ranx_metrics_match_hand_values():
+    qrels = {"q1": {"d1": 1}, "q2": {"d3": 1, "d4": 1}}
+    runs = {"m": {"q1": {"d2": 2.0, "d1": 1.0}, "q2": {"d4": 3.0, "d9": 2.0}}}
+    (s,) = score_runs(runs, qrels)
+    q1 = 1 / math.log2(3)  # the one relevant doc at rank 2
+    q2 = (1 / math.log2(2)) / (1 / math.log2(2) + 1 / math.log2(3))  # one of two found, at rank 1
+    assert s.ndcg10 == pytest.approx((q1 + q2) / 2, abs=1e-6)
+    assert s.recall100 == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_exhaustive_runs_equal_the_scoring_functions(tiny_encoder, scifact_slice):
+    data = scifact_slice
+    weights = (0.4, 0.2, 0.4)
+    q = tiny_encoder.encode_queries(data.query_texts)
+    c = encode_corpus(tiny_encoder, data.doc_texts, batch=16, show_progress=False)
+    runs = exhaustive_runs(q, c, data, weights, show_progress=False)
+    assert set(runs) == set(EXHAUSTIVE_MODES)
+    colbert_docs = [x.astype(np.float32) for x in c.colbert]
+    for i, qid in enumerate(data.query_ids):
+        d = dense_scores(q.dense[i], c.dense)
+        s = lexical_scores(q.sparse[i], c.sparse)
+        m = maxsim_scores(q.colbert[i], colbert_docs)
+        want = {"dense": d, "sparse": s, "colbert": m, "dense+sparse": combine_scores(d, s, weights=weights),
+                "all": combine_scores(d, s, m, weights=weights)}  # fmt: skip
+        for mode, scores in want.items():
+            run = runs[mode][qid]
+            assert len(run) == len(data.doc_ids)  # fewer docs than 100: every doc is ranked
+            for j, doc in enumerate(data.doc_ids):
+                assert run[doc] == pytest.approx(float(scores[j]), abs=2e-3), (mode, qid, doc)
+
+
+def test_evaluate_reports_every_mode_and_the_pipeline_matches_exhaustive(tiny_encoder, scifact_slice, tmp_path):
+    report = evaluate(tiny_encoder, scifact_slice, model_name="tiny", index_path=tmp_path / "idx", show_progress=False)
+    assert [s.mode for s in report.scores] == list(EXHAUSTIVE_MODES) + list(PIPELINE_MODES)
+    for s in report.scores:
+        assert 0.0 <= s.ndcg10 <= 1.0 and 0.0 <= s.recall100 <= 1.0
+    # 40 docs, all within the prefetch: the store's m3 formula ranks like exhaustive "all".
+    assert report.score("m3").ndcg10 == pytest.approx(report.score("all").ndcg10, abs=5e-3)
+    assert report.score("all").recall100 == 1.0  # every doc is in the top 100 of 40
+    assert "| all |" in report.to_table()
+
+
+def test_cli_smoke_on_a_small_slice(tiny_checkpoint, data_dir, tmp_path):
+    from m3_rag.evaluation.cli import main
+
+    out = tmp_path / "report.json"
+    with pytest.raises(SystemExit) as done:
+        main(["eval", str(data_dir / "xquad" / "en"), "--model", str(tiny_checkpoint), "--max-queries", "4",
+              "--max-docs", "12", "--device", "cpu", "--no-progress", "--json", str(out), "--weights", "1,0.3,1"])  # fmt: skip
+    assert done.value.code == 0
+    report = json.loads(out.read_text())
+    assert report["n_queries"] == 4 and report["n_docs"] == 12 and report["weights"] == [1.0, 0.3, 1.0]
+    assert set(report["scores"]) == set(EXHAUSTIVE_MODES) | set(PIPELINE_MODES)
