@@ -8,8 +8,10 @@ from langchain_classic.retrievers import ContextualCompressionRetriever
 from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 
+from m3_rag.cache import CachedEncoder
+from m3_rag.encoder import M3Encoder
 from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
-from m3_rag_langchain import BGEM3Embeddings, M3Reranker
+from m3_rag_langchain import BGEM3Embeddings, M3Reranker, M3VectorStore
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -82,3 +84,20 @@ async def test_contextual_compression_retriever(tiny_encoder):
     assert got == list(want)
     assert got[0].metadata["relevance_score"] >= got[1].metadata["relevance_score"]
     assert await retriever.ainvoke(QUERY) == got
+
+
+def test_retrieve_and_rerank_reuse_cached_encodings(tiny_checkpoint):
+    # One CachedEncoder behind the store and the reranker: ingestion runs the model once, and a
+    # retrieve+rerank runs it once more, for the query only (the documents' ColBERT vectors and
+    # the query's come from the cache).
+    encoder = M3Encoder.from_pretrained(tiny_checkpoint, device="cpu")
+    cached = CachedEncoder(encoder)
+    vs = M3VectorStore.from_texts(TEXTS, BGEM3Embeddings(encoder=cached), location=":memory:")
+    assert encoder.stats.forward_passes == 1
+    retriever = ContextualCompressionRetriever(
+        base_compressor=M3Reranker(encoder=cached, top_n=2), base_retriever=vs.as_retriever(search_kwargs={"k": 4})
+    )
+    got = retriever.invoke(QUERY)
+    assert len(got) == 2 and got[0].metadata["relevance_score"] >= got[1].metadata["relevance_score"]
+    assert (encoder.stats.forward_passes, encoder.stats.texts_encoded) == (2, len(TEXTS) + 1)
+    vs.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 from langchain_core.documents import Document
@@ -239,3 +241,20 @@ def test_store_and_connection_options_conflict(tiny_encoder):
     with pytest.raises(TypeError, match="expected a langchain_core Embeddings"):
         M3VectorStore(tiny_encoder, location=":memory:")
     store.close()
+
+
+async def test_concurrent_async_calls_on_in_process_backend(vs):
+    queries = [TEXTS[i] for i in (0, 2, 3, 5, 7)] * 2
+    results = await asyncio.gather(*(vs.asimilarity_search(q, k=1, mode="dense") for q in queries))
+    assert [r[0].page_content for r in results] == queries
+
+
+async def test_from_documents_and_afrom_texts(tiny_encoder, where):
+    emb = BGEM3Embeddings(encoder=tiny_encoder)
+    docs = [Document(page_content=t, metadata=m, id=i) for t, m, i in zip(TEXTS[:3], METAS[:3], IDS[:3])]
+    vs = M3VectorStore.from_documents(docs, emb, **where)
+    assert sorted(d.id for d in vs.get_by_ids(IDS[:3])) == IDS[:3]
+    vs.close()
+    avs = await M3VectorStore.afrom_texts(TEXTS[:2], emb, METAS[:2], ids=IDS[:2], location=":memory:")
+    assert (await avs.asimilarity_search(TEXTS[1], k=1))[0] == docs[1]
+    await avs.aclose()

@@ -7,6 +7,7 @@ LangChain's calls and ``Document`` objects onto it.
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -101,6 +102,9 @@ class M3VectorStore(VectorStore):
             if async_store is None and url is not None:
                 async_store = AsyncM3Store(encoder, collection=collection, **connection, **store_options)
         self._async_store = async_store
+        # In-process engines (Edge, local mode) get their async calls on one worker thread:
+        # calls stay serialised as on the sync API, and the event loop never blocks.
+        self._worker: ThreadPoolExecutor | None = None
         outputs = tuple(getattr(self._store.encoder, "outputs", ALL_OUTPUTS))
         self.mode = mode or ("hybrid+rerank" if set(outputs) >= set(ALL_OUTPUTS) else "dense")
         self.weights = weights
@@ -289,18 +293,24 @@ class M3VectorStore(VectorStore):
         return vs
 
     def close(self) -> None:
+        """Close the store (a native async store needs :meth:`aclose`)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
         self._store.close()
 
     async def aclose(self) -> None:
         if self._async_store is not None:
             await self._async_store.close()
-        self._store.close()
+        self.close()
 
     async def _arun(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A store call on the native async client (server), else in a worker thread (in-process engines)."""
+        """A store call on the native async client (server), else on the worker thread (in-process engines)."""
         if self._async_store is not None:
             return await getattr(self._async_store, method)(*args, **kwargs)
-        return await run_in_executor(None, getattr(self._store, method), *args, **kwargs)
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3-langchain")
+        return await run_in_executor(self._worker, getattr(self._store, method), *args, **kwargs)
 
 
 def _texts_and_ids(texts: Iterable[str], ids: Sequence[str | None] | None) -> tuple[list[str], list[str]]:
