@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
-from m3_rag.scoring import combine_scores, lexical_score, maxsim_score
+from m3_rag.scoring import combine_scores, maxsim_score
 from m3_rag.store import (
     And,
     Condition,

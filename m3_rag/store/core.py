@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 
 from m3_rag.scoring import dense_scores, lexical_score, maxsim_score
 from m3_rag.store.backends.base import Hit
