@@ -142,3 +142,18 @@ def test_rerank_after_retrieval_hits_the_cache(store, tiny_encoder) -> None:
     # Nodes and query were encoded at ingestion / retrieval through the same cache.
     assert tiny_encoder.stats.texts_encoded == before
     assert doc_of(out[0]) == 7 and len(out) == 2
+
+
+async def test_aretrieve_on_the_native_async_store(tiny_encoder) -> None:
+    from llama_index.core.node_parser import SentenceSplitter
+    from test_llamaindex_store import make_docs
+
+    from m3_rag.store import AsyncM3Store
+
+    store = M3VectorStore(tiny_encoder, async_store=AsyncM3Store(tiny_encoder, location=":memory:"))
+    await store.async_add(SentenceSplitter().get_nodes_from_documents(make_docs()))
+    retriever = M3Retriever(store, k=2)
+    for mode in CORE_MODES:
+        hits = await retriever.aretrieve(TEXTS[5], mode=mode)
+        assert doc_of(hits[0]) == 5 and len(hits) <= 2
+    await store.aclose()

@@ -154,6 +154,16 @@ def test_alpha_weights_dense_against_sparse_in_m3_mode(tiny_encoder, backend, tm
     store.close()
 
 
+@pytest.mark.parametrize("hybrid_mode", ["hybrid", "m3"])
+def test_other_hybrid_modes(tiny_encoder, tmp_path, hybrid_mode) -> None:
+    store = open_store(tiny_encoder, "memory", tmp_path, hybrid_mode=hybrid_mode)
+    retriever = build_index(store).as_retriever(vector_store_query_mode="hybrid", similarity_top_k=4)
+    for i, text in enumerate(TEXTS):
+        hits = retriever.retrieve(text)
+        assert doc_of(hits[0]) == i and len(hits) == 4
+    store.close()
+
+
 def test_alpha_is_refused_where_it_does_not_apply(ro_index) -> None:
     with pytest.raises(ValueError, match="hybrid_mode='m3'"):
         ro_index.as_retriever(vector_store_query_mode="hybrid", alpha=0.5).retrieve(TEXTS[0])
@@ -398,6 +408,20 @@ async def test_async_methods_on_in_process_engines(tiny_encoder, backend, tmp_pa
     store = open_store(tiny_encoder, backend, tmp_path)
     assert store.aclient is None  # Edge / local mode: the one engine, on a worker thread
     await _exercise_async(store)
+    store.close()
+
+
+async def test_concurrent_async_calls_on_in_process_engines(tiny_encoder, backend, tmp_path) -> None:
+    import asyncio
+
+    store = open_store(tiny_encoder, backend, tmp_path)
+    nodes = SentenceSplitter().get_nodes_from_documents(make_docs())
+    # Writes and reads at once: the engine takes them one at a time on the store's worker.
+    await asyncio.gather(*(store.async_add([n]) for n in nodes))
+    queries = [VectorStoreQuery(query_str=t, mode=m, similarity_top_k=1) for t in TEXTS for m in MODES]
+    results = await asyncio.gather(*(store.aquery(q) for q in queries))
+    for q, r in zip(queries, results):
+        assert r.nodes[0].text == q.query_str, q.mode
     store.close()
 
 

@@ -101,18 +101,21 @@ class M3Retriever(BaseRetriever):
         return kwargs
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        kwargs = self._search_kwargs(query_bundle)
-        encoded = self._vector_store.encoder.encode_queries([query_bundle.query_str])
-        hits = self._vector_store.client.search_encoded(encoded, **kwargs)
-        return [_to_node(h) for h in hits]
+        return self._search(query_bundle.query_str, self._search_kwargs(query_bundle))
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        # Read the per-call options here, in the caller's context: a worker thread has none.
         kwargs = self._search_kwargs(query_bundle)
         astore = self._vector_store.aclient
-        if astore is None:  # an in-process engine: run the sync search on a worker thread
-            return await asyncio.to_thread(self._retrieve, query_bundle)
+        if astore is None:  # an in-process engine: the sync search on the store's worker thread
+            return await self._vector_store._in_worker(self._search, query_bundle.query_str, kwargs)
         encoded = await asyncio.to_thread(self._vector_store.encoder.encode_queries, [query_bundle.query_str])
         hits = await astore.search_encoded(encoded, **kwargs)
+        return [_to_node(h) for h in hits]
+
+    def _search(self, query: str, kwargs: dict[str, Any]) -> list[NodeWithScore]:
+        encoded = self._vector_store.encoder.encode_queries([query])
+        hits = self._vector_store.client.search_encoded(encoded, **kwargs)
         return [_to_node(h) for h in hits]
 
 

@@ -21,9 +21,11 @@ Query modes (``similarity_top_k`` = k1, ``sparse_top_k`` = k2, ``hybrid_top_k`` 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -50,6 +52,7 @@ from m3_rag_llamaindex.nodes import NodeRecord, node_to_record, record_to_node
 
 __all__ = ["M3VectorStore", "HybridMode"]
 
+T = TypeVar("T")
 HybridMode = Literal["hybrid+rerank", "hybrid", "m3"]
 # A node embedding computed by another model would not match the stored sparse/ColBERT
 # vectors; the same model on the same text agrees to float noise (batch padding, fp16).
@@ -83,6 +86,7 @@ class M3VectorStore(BasePydanticVectorStore):
     _astore: AsyncM3Store | None = PrivateAttr(default=None)
     _encoder: CachedEncoder = PrivateAttr()
     _embed_model: BGEM3Embedding | None = PrivateAttr(default=None)
+    _worker: ThreadPoolExecutor | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -107,7 +111,7 @@ class M3VectorStore(BasePydanticVectorStore):
         store's own encoder is used).
 
         Async methods go through the ``AsyncM3Store`` when there is one; otherwise they run
-        the in-process engine (Edge, local mode) on a worker thread.
+        the in-process engine (Edge, local mode) on one worker thread of this store.
         """
         super().__init__(**kwargs)
         given = store is not None or async_store is not None
@@ -162,6 +166,9 @@ class M3VectorStore(BasePydanticVectorStore):
 
     def close(self) -> None:
         """Release the engine (an Edge path can then be reopened)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
         if self._store is not None:
             self._store.close()
 
@@ -184,7 +191,7 @@ class M3VectorStore(BasePydanticVectorStore):
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         if self._astore is None:
-            return await asyncio.to_thread(self.add, nodes, **kwargs)
+            return await self._in_worker(self.add, nodes, **kwargs)
         ids: list[str] = []
         with self._progress(len(nodes)) as bar:
             for batch in self._batches(nodes):
@@ -201,7 +208,7 @@ class M3VectorStore(BasePydanticVectorStore):
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         if self._astore is None:
-            return await asyncio.to_thread(self.delete, ref_doc_id)
+            return await self._in_worker(self.delete, ref_doc_id)
         await self._astore.delete_by_doc_id(ref_doc_id)
 
     def delete_nodes(
@@ -214,7 +221,7 @@ class M3VectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
     ) -> None:
         if self._astore is None:
-            return await asyncio.to_thread(self.delete_nodes, node_ids, filters)
+            return await self._in_worker(self.delete_nodes, node_ids, filters)
         await self._astore.delete(_ids_only(node_ids, filters, "adelete_nodes"))
 
     def clear(self) -> None:
@@ -223,7 +230,7 @@ class M3VectorStore(BasePydanticVectorStore):
 
     async def aclear(self) -> None:
         if self._astore is None:
-            return await asyncio.to_thread(self.clear)
+            return await self._in_worker(self.clear)
         await self._astore.clear()
 
     # ------------------------------------------------------------------------------ reading
@@ -236,7 +243,7 @@ class M3VectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         if self._astore is None:
-            return await asyncio.to_thread(self.get_nodes, node_ids, filters)
+            return await self._in_worker(self.get_nodes, node_ids, filters)
         points = await self._astore.get(_ids_only(node_ids, filters, "aget_nodes"))
         return [record_to_node(p.id, p.text, p.metadata, p.doc_id, p.extra) for p in points]
 
@@ -249,7 +256,7 @@ class M3VectorStore(BasePydanticVectorStore):
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         if self._astore is None:
-            return await asyncio.to_thread(self.query, query, **kwargs)
+            return await self._in_worker(self.query, query, **kwargs)
         mode, k, prefetch_k, weights = self._plan(query)
         flt = self._query_filter(query)
         encoded = await asyncio.to_thread(self._encode_query, query, mode)
@@ -264,6 +271,14 @@ class M3VectorStore(BasePydanticVectorStore):
                 "Fix: use the async methods (aquery, async_add, ...), or pass store=M3Store(...) too."
             )
         return self._store
+
+    async def _in_worker(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a sync method off the event loop, on this store's one worker thread: the
+        in-process engines (Edge, local mode) then see their calls one at a time, as on the
+        sync API."""
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3-llamaindex")
+        return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args, **kwargs))
 
     def _progress(self, total: int) -> tqdm:
         return tqdm(total=total, desc="m3: add nodes", unit="node", disable=not self.show_progress)
