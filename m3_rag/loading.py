@@ -50,6 +50,11 @@ def resolve_model(name_or_path: str | os.PathLike, *, cache_dir: str | None = No
     """Turn a local dir, a built-in short name or a hub id into local files, or raise saying why."""
     name = str(name_or_path)
     if name in BUILTIN_MODELS:
+        if not (BUILTIN_MODELS[name] / M3_CONFIG).exists():
+            raise ModelNotFoundError(
+                f"built-in model {name!r} is not in this installation (expected {BUILTIN_MODELS[name]}). "
+                f"Fix: reinstall m3-rag with its package data, or pass a local model folder."
+            )
         return _from_dir(name, BUILTIN_MODELS[name])
     path = Path(name).expanduser()
     if path.is_dir():
