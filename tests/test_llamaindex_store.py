@@ -306,12 +306,19 @@ def test_ingestion_pipeline_rerun_does_not_duplicate_and_delete_removes_a_docume
         )
 
     docs = long_docs()
+    texts0 = vs.encoder.stats.texts_encoded
     first = pipeline().run(documents=docs)
+    # The pipeline's embedding step and the store's add(): each distinct chunk text is
+    # encoded once (these documents repeat themselves, so some chunks share a text).
+    distinct = {n.get_content(metadata_mode="embed") for n in first}
+    assert vs.encoder.stats.texts_encoded - texts0 == len(distinct) < len(first)
     per_doc = {d.id_: vs.client.count({"$doc_id": d.id_}) for d in docs}
     assert all(n >= 2 for n in per_doc.values()), per_doc  # several nodes per document
     assert vs.client.count() == len(first) == sum(per_doc.values())
 
-    assert pipeline().run(documents=long_docs()) == []  # unchanged: skipped
+    texts0 = vs.encoder.stats.texts_encoded
+    assert pipeline().run(documents=long_docs()) == []  # unchanged: skipped, nothing encoded
+    assert vs.encoder.stats.texts_encoded == texts0
     assert vs.client.count() == len(first)
 
     changed = long_docs()

@@ -43,7 +43,7 @@ from pydantic import Field, PrivateAttr
 from tqdm.auto import tqdm
 
 from m3_rag.cache import CachedEncoder
-from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store
+from m3_rag.store import DEFAULT_COLLECTION, DEFAULT_WEIGHTS, AsyncM3Store, M3Store
 from m3_rag.store.filters import And, Condition, FilterNode
 from m3_rag.types import M3Output
 from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached
@@ -77,7 +77,7 @@ class M3VectorStore(BasePydanticVectorStore):
     flat_metadata: bool = False
     hybrid_mode: HybridMode = "hybrid+rerank"
     weights: tuple[float, float, float] = Field(
-        default=(1.0, 0.3, 1.0), description="(dense, sparse, colbert) weights of the 'm3' hybrid score."
+        default=DEFAULT_WEIGHTS, description="(dense, sparse, colbert) weights of the 'm3' hybrid score."
     )
     batch_size: int = Field(default=64, gt=0, description="Nodes encoded and written per batch in add().")
     show_progress: bool = False
