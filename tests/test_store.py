@@ -401,3 +401,13 @@ def test_streaming_input_from_a_generator(kind, tmp_path):
         store.add_texts((f"t {i}" for i in range(5)), ids=iter(["a", "b"]), batch_size=10)
     assert store.count() == 7  # the short batch raised before its write
     store.close()
+
+
+def test_edge_refuses_boolean_filters_it_cannot_match(tmp_path, tiny_encoder):
+    store = open_store("edge", tmp_path, tiny_encoder)
+    store.add_texts(["a flagged text"], ids=["x"], metadatas=[{"flag": True}])
+    for flt in ({"flag": True}, {"flag": {"$ne": False}}):
+        with pytest.raises(ValueError, match="boolean"):
+            store.search("flagged", mode="dense", filter=flt)
+    assert store.count() == 1
+    store.close()

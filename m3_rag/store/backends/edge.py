@@ -226,6 +226,14 @@ def _edge_condition(node: FilterNode) -> Any:
 def _edge_field(c: Condition) -> Any:
     key = payload_key(c.key)
     op, v = c.op, c.value
+    if isinstance(v, bool) or (op in ("in", "nin") and any(isinstance(x, bool) for x in v)):
+        # qdrant-edge-py 0.9.0 turns a boolean match value into the integer 1, which then
+        # matches nothing: refuse rather than return a silently empty result.
+        raise ValueError(
+            f"filter on {c.key!r} compares with a boolean ({v!r}); Qdrant Edge 0.9.0 cannot match booleans "
+            f"(it reads True as 1). Fix: store the flag as a string or an int and filter on that, "
+            f"or use a Qdrant server (url=...) or location=':memory:'."
+        )
     if op in ("eq", "ne"):
         if isinstance(v, float):
             inner = qe.FieldCondition(key, range=qe.RangeFloat(gte=v, lte=v))  # MatchValue has no floats
