@@ -226,7 +226,7 @@ def _edge_condition(node: FilterNode) -> Any:
 def _edge_field(c: Condition) -> Any:
     key = payload_key(c.key)
     op, v = c.op, c.value
-    if isinstance(v, bool) or (op in ("in", "nin") and any(isinstance(x, bool) for x in v)):
+    if (op in ("eq", "ne") and isinstance(v, bool)) or (op in ("in", "nin") and any(isinstance(x, bool) for x in v)):
         # qdrant-edge-py 0.9.0 turns a boolean match value into the integer 1, which then
         # matches nothing: refuse rather than return a silently empty result.
         raise ValueError(
