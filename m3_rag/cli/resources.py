@@ -1,0 +1,109 @@
+"""Loading the model and opening the store for a command, with one-line errors."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from m3_rag.cli.errors import EXIT_USAGE, CliError
+
+__all__ = ["ModelOptions", "StoreOptions", "load_encoder", "open_store", "parse_filter_json", "check_mode", "model_key", "require_index"]
+
+DEFAULT_CLI_MODEL = "m3-mini"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    name: str = DEFAULT_CLI_MODEL
+    device: str | None = None
+    dtype: str | None = None
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    path: Path = Path("m3_index")
+    url: str | None = None
+    api_key: str | None = None
+    collection: str = "m3"
+
+    def describe(self) -> str:
+        where = self.url if self.url else str(self.path)
+        return f"{where} (collection {self.collection!r})"
+
+
+def model_key(name: str) -> str:
+    """The model's identity in fingerprints: a local folder by its absolute path, else the name."""
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+def load_encoder(options: ModelOptions) -> Any:
+    from transformers.utils import logging as hf_logging
+
+    from m3_rag import M3Encoder
+
+    hf_logging.disable_progress_bar()  # our own bars are the ones that matter
+    if options.dtype is not None and options.dtype not in ("float32", "float16", "bfloat16"):
+        raise CliError(f"--dtype {options.dtype!r} is not known; expected float32, float16 or bfloat16.", EXIT_USAGE)
+    try:
+        return M3Encoder.from_pretrained(options.name, device=options.device, dtype=options.dtype)
+    except RuntimeError as exc:  # torch: unknown or unavailable device
+        raise CliError(f"cannot load model {options.name!r} on device {options.device!r}: {exc}") from exc
+
+
+def open_store(encoder: Any, options: StoreOptions, *, create: bool) -> Any:
+    """Open the collection; with ``create=False`` a missing index is an error, not a new empty one."""
+    from m3_rag.store import M3Store
+
+    if options.url:
+        from qdrant_client import QdrantClient
+
+        client = QdrantClient(url=options.url, api_key=options.api_key)
+        try:
+            exists = client.collection_exists(options.collection)
+        except Exception as exc:  # connection refused, DNS, auth: all mean "cannot use this server"
+            raise CliError(f"cannot reach Qdrant at {options.url}: {type(exc).__name__}: {exc}. Fix: check --url.") from exc
+        if not exists and not create:
+            raise CliError(f"no collection {options.collection!r} on {options.url}. Fix: run 'm3-rag index PATH --url {options.url}' first.")
+        return M3Store(encoder, client=client, collection=options.collection)
+    if not create:
+        require_index(options)
+    return M3Store(encoder, path=options.path, collection=options.collection)
+
+
+def require_index(options: StoreOptions) -> None:
+    """An Edge index must exist at ``--path``/``--collection`` (server collections are checked on open)."""
+    if options.url is None and not (options.path / options.collection).is_dir():
+        raise CliError(
+            f"no index at {options.describe()}. Fix: run 'm3-rag index PATH' first, or pass --path/--collection of an existing index."
+        )
+
+
+def parse_filter_json(text: str | None) -> Any:
+    """A ``--filter`` JSON object (Mongo style) as a validated filter node, or None."""
+    if text is None:
+        return None
+    from m3_rag.store.filters import parse_filter
+
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(
+            f"--filter is not valid JSON ({exc.msg} at column {exc.colno}); expected an object such as "
+            '\'{"year": {"$gte": 2020}}\'.',
+            EXIT_USAGE,
+        ) from exc
+    try:
+        return parse_filter(spec)
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"--filter: {exc}", EXIT_USAGE) from exc
+
+
+def check_mode(mode: str) -> str:
+    from m3_rag.store import MODES
+
+    if mode not in MODES:
+        raise CliError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}.", EXIT_USAGE)
+    return mode
