@@ -88,3 +88,18 @@ def test_cli_smoke_on_a_small_slice(tiny_checkpoint, data_dir, tmp_path):
     report = json.loads(out.read_text())
     assert report["n_queries"] == 4 and report["n_docs"] == 12 and report["weights"] == [1.0, 0.3, 1.0]
     assert set(report["scores"]) == set(EXHAUSTIVE_MODES) | set(PIPELINE_MODES)
+
+
+def test_weight_selection_finds_the_mode_that_ranks_right():
+    from m3_rag.evaluation import BeirData
+    from m3_rag.evaluation.weights import select_weights, weight_grid
+
+    data = BeirData("toy", ["a", "b", "c"], ["", "", ""], ["q1", "q2"], ["", ""], {"q1": {"a": 1}, "q2": {"c": 1}})
+    scores = {
+        "dense": np.array([[0.0, 1.0, 0.2], [1.0, 0.0, 0.0]], np.float32),  # wrong for both
+        "sparse": np.array([[0.9, 0.1, 0.5], [0.1, 0.5, 0.9]], np.float32),  # right for both
+        "colbert": np.array([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], np.float32),  # wrong for both
+    }
+    choice = select_weights(scores, data, step=0.5)
+    assert choice.weights == (0.0, 1.0, 0.0) and choice.ndcg10 == pytest.approx(1.0)
+    assert len(choice.tried) == len(weight_grid(0.5))

@@ -278,3 +278,40 @@ def test_cli_trains_and_writes_the_m3_layout(tiny_checkpoint, train_file, tmp_pa
               "--no-progress", "--mode-weights", "0.2,0.3,0.5"])  # fmt: skip
     assert done.value.code == 0
     assert json.loads((out / "m3_config.json").read_text())["weights"] == [0.2, 0.3, 0.5]
+
+
+def test_state_cached_encoder_matches_the_encoder_and_reuses_states(tiny_checkpoint, tiny_encoder, tmp_path):
+    from m3_rag.train.states_encoder import StateCachedEncoder
+
+    texts = ["Vitamin D deficiency raises fracture risk.", "ALDH1 expression is linked to poor prognosis in breast cancer."]
+    cached = StateCachedEncoder(tiny_checkpoint, tmp_path / "states", show_progress=False)
+    got = cached.encode_documents(texts)
+    want = tiny_encoder.encode_documents(texts)
+    np.testing.assert_allclose(got.dense, want.dense, atol=5e-3)  # float16 states
+    for a, b in zip(got.sparse, want.sparse):
+        assert a.indices.tolist() == b.indices.tolist()
+        np.testing.assert_allclose(a.values, b.values, atol=5e-3)
+    for a, b in zip(got.colbert, want.colbert):
+        np.testing.assert_allclose(a, b, atol=5e-3)
+    shards = sorted((tmp_path / "states").rglob("shard-*.safetensors"))
+    assert len(shards) == 1
+    cached.encode_documents(texts[::-1])  # all cached: no new shard
+    assert sorted((tmp_path / "states").rglob("shard-*.safetensors")) == shards
+
+
+def test_subset_loss_is_the_mean_infonce_of_its_modes():
+    from m3_rag.train.losses import subset_loss
+
+    got = subset_loss({"sparse": _t(SPARSE), "dense": _t(DENSE)}, torch.tensor(TARGETS)).as_floats()
+    want = _hand_loss(DENSE, SPARSE, COLBERT, TARGETS)
+    assert got["total"] == pytest.approx((want["sparse"] + want["dense"]) / 2, rel=1e-9)
+    assert got["colbert"] == 0.0 and got["kd_sparse"] == 0.0
+
+
+def test_sparse_only_training_moves_only_the_sparse_head(tiny_checkpoint, train_file, tmp_path):
+    trainer = Trainer(_config(tiny_checkpoint, train_file, tmp_path, heads_only=True, new_heads=True, modes=("sparse",)))
+    colbert_before = trainer.heads.colbert_linear.weight.detach().clone()
+    sparse_before = trainer.heads.sparse_linear.weight.detach().clone()
+    trainer.train()
+    assert torch.equal(trainer.heads.colbert_linear.weight, colbert_before)
+    assert not torch.equal(trainer.heads.sparse_linear.weight, sparse_before)

@@ -31,7 +31,11 @@ def eval_command(
     index_path: Annotated[Optional[Path], typer.Option(help="keep the Edge index here (default: temp dir)")] = None,
     prefetch_k: Annotated[Optional[int], typer.Option(help="store prefetch size per mode")] = None,
     query_max_length: int = 512,
-    doc_max_length: Annotated[int, typer.Option(help="document max tokens (512 for BERT backbones)")] = 8192,
+    doc_max_length: Annotated[Optional[int], typer.Option(help="document max tokens (default: the encoder's)")] = None,
+    state_cache: Annotated[Optional[Path], typer.Option(help="apply the heads to backbone states cached here "
+                                                        "(fast re-evaluation of heads on a frozen backbone)")] = None,
+    select_weights: Annotated[bool, typer.Option(help="pick mode weights on this split (use a TRAINING split)")] = False,
+    write_weights: Annotated[bool, typer.Option(help="with --select-weights: store them in MODEL/m3_config.json")] = False,
     device: Optional[str] = None,
     output: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON here")] = None,
     progress: bool = True,
@@ -47,15 +51,42 @@ def eval_command(
         if len(parts) != 3:
             raise typer.BadParameter(f"found {weights!r}; expected three comma-separated numbers: dense,sparse,colbert")
         w = tuple(float(p) for p in parts)
+    if write_weights and not select_weights:
+        raise typer.BadParameter("--write-weights needs --select-weights")
     data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
-    encoder = M3Encoder.from_pretrained(
-        model, device=device, query_max_length=query_max_length, document_max_length=doc_max_length
-    )
+    if state_cache is not None:
+        from m3_rag.train.states_encoder import StateCachedEncoder
+
+        encoder = StateCachedEncoder(model, state_cache, query_max_length=query_max_length,
+                                     document_max_length=doc_max_length or 512, show_progress=progress)  # fmt: skip
+    else:
+        lengths = {"document_max_length": doc_max_length} if doc_max_length else {}
+        encoder = M3Encoder.from_pretrained(model, device=device, query_max_length=query_max_length, **lengths)
+    if select_weights:
+        w = _select(encoder, data, model, write_weights, progress)
     report = evaluate(encoder, data, model_name=model, weights=w, pipeline=pipeline, index_path=index_path,
                       prefetch_k=prefetch_k, show_progress=progress)  # fmt: skip
     typer.echo(report.to_table())
     if output is not None:
         output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _select(encoder, data, model: str, write: bool, progress: bool) -> tuple[float, float, float]:
+    from m3_rag.evaluation.runs import encode_corpus, score_matrices
+    from m3_rag.evaluation.weights import select_weights
+    from m3_rag.loading import M3_CONFIG, resolve_model
+
+    queries = encoder.encode_queries(data.query_texts)
+    corpus = encode_corpus(encoder, data.doc_texts, show_progress=progress)
+    choice = select_weights(score_matrices(queries, corpus, show_progress=progress), data)
+    typer.echo(f"selected weights (dense, sparse, colbert) = {choice.weights} on {data.name}: nDCG@10 {choice.ndcg10:.4f}")
+    if write:
+        config_file = resolve_model(model).heads_dir / M3_CONFIG
+        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+        config["weights"] = list(choice.weights)
+        config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        typer.echo(f"wrote the weights to {config_file}")
+    return choice.weights
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,17 @@ from m3_rag.evaluation.beir import BeirData
 from m3_rag.scoring import combine_scores
 from m3_rag.types import M3Output, SparseVector
 
-__all__ = ["EXHAUSTIVE_MODES", "PIPELINE_MODES", "TOP_K", "encode_corpus", "exhaustive_runs", "pipeline_runs"]
+__all__ = [
+    "EXHAUSTIVE_MODES",
+    "PIPELINE_MODES",
+    "TOP_K",
+    "encode_corpus",
+    "score_matrices",
+    "combined",
+    "top_run",
+    "exhaustive_runs",
+    "pipeline_runs",
+]
 
 EXHAUSTIVE_MODES = ("dense", "sparse", "colbert", "dense+sparse", "all")
 PIPELINE_MODES = ("hybrid+rerank", "m3")
@@ -98,24 +108,37 @@ def _top(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k
     return run
 
 
-def exhaustive_runs(
-    queries: M3Output, corpus: M3Output, data: BeirData, weights: Sequence[float], *, show_progress: bool = True
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Top-100 runs of every exhaustive mode from already-encoded queries and corpus."""
+def score_matrices(queries: M3Output, corpus: M3Output, *, show_progress: bool = True) -> dict[str, np.ndarray]:
+    """``[n_queries, n_docs]`` scores of the three single modes, exhaustively."""
     vocab = 1 + max(
         max((int(v.indices.max()) for v in corpus.sparse if len(v)), default=0),
         max((int(v.indices.max()) for v in queries.sparse if len(v)), default=0),
     )
-    dense = queries.dense @ corpus.dense.T
-    sparse = np.asarray((_sparse_matrix(queries.sparse, vocab) @ _sparse_matrix(corpus.sparse, vocab).T).todense())
-    colbert = _maxsim_all(queries.colbert, corpus.colbert, show_progress=show_progress)
-    scores = {
-        "dense": dense,
+    sparse = (_sparse_matrix(queries.sparse, vocab) @ _sparse_matrix(corpus.sparse, vocab).T).toarray()
+    return {
+        "dense": (queries.dense @ corpus.dense.T).astype(np.float32),
         "sparse": sparse.astype(np.float32),
-        "colbert": colbert,
-        "dense+sparse": combine_scores(dense, sparse, weights=weights),
-        "all": combine_scores(dense, sparse, colbert, weights=weights),
+        "colbert": _maxsim_all(queries.colbert, corpus.colbert, show_progress=show_progress),
     }
+
+
+def combined(scores: dict[str, np.ndarray], weights: Sequence[float]) -> dict[str, np.ndarray]:
+    """The five exhaustive modes from the three single-mode score matrices."""
+    d, s, c = scores["dense"], scores["sparse"], scores["colbert"]
+    return {"dense": d, "sparse": s, "colbert": c, "dense+sparse": combine_scores(d, s, weights=weights),
+            "all": combine_scores(d, s, c, weights=weights)}  # fmt: skip
+
+
+def top_run(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k: int = TOP_K) -> dict:
+    """The ``k`` best documents of each query as a ranx-ready ``{qid: {doc_id: score}}``."""
+    return _top(scores, query_ids, doc_ids, k)
+
+
+def exhaustive_runs(
+    queries: M3Output, corpus: M3Output, data: BeirData, weights: Sequence[float], *, show_progress: bool = True
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Top-100 runs of every exhaustive mode from already-encoded queries and corpus."""
+    scores = combined(score_matrices(queries, corpus, show_progress=show_progress), weights)
     return {mode: _top(s, data.query_ids, data.doc_ids) for mode, s in scores.items()}
 
 

@@ -20,6 +20,9 @@ class TrainConfig:
     colbert_init: str = "identity"  # fresh ColBERT head: "identity" or "random"
     sparse_init_bias: float = 0.1  # fresh sparse head: weight 0, this bias
     heads_only: bool = False  # freeze the encoder; its states are computed once and cached
+    # Modes trained. All three: BGE-M3's unified loss. A subset: the mean InfoNCE of those modes
+    # alone (no ensemble, no distillation), e.g. ("sparse",) to warm up a fresh sparse head cheaply.
+    modes: tuple[str, ...] = ("dense", "sparse", "colbert")
     epochs: int = 1
     batch_size: int = 16  # queries per step
     group_size: int = 8  # 1 positive + group_size - 1 negatives per query
@@ -55,6 +58,8 @@ class TrainConfig:
             (self.colbert_init in ("identity", "random"), f"colbert_init is {self.colbert_init!r}, expected 'identity' or 'random'"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio is {self.warmup_ratio}, expected in [0, 1)"),
             (bool(self.data), "no training data given; expected at least one jsonl file"),
+            (bool(self.modes) and set(self.modes) <= {"dense", "sparse", "colbert"},
+             f"modes is {self.modes!r}, expected a non-empty subset of ('dense', 'sparse', 'colbert')"),
             (self.mode_weights is None or len(self.mode_weights) == 3, f"mode_weights is {self.mode_weights}, expected 3 numbers"),
         ]
         for ok, message in checks:
@@ -66,4 +71,5 @@ class TrainConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["data"] = list(self.data)
+        d["modes"] = list(self.modes)
         return d

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LossWeights", "M3Loss", "info_nce", "self_distill", "soft_info_nce", "m3_loss"]
+__all__ = ["LossWeights", "M3Loss", "info_nce", "self_distill", "soft_info_nce", "m3_loss", "subset_loss"]
 
 
 @dataclass(frozen=True)
@@ -102,4 +102,36 @@ def m3_loss(
         kd_dense=kd_dense,
         kd_sparse=kd_sparse,
         kd_colbert=kd_colbert,
+    )
+
+
+def subset_loss(
+    scores: dict[str, torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    temperature: float = 0.02,
+    teacher: torch.Tensor | None = None,
+) -> M3Loss:
+    """Mean InfoNCE of the given modes alone (no ensemble, no distillation); absent terms are 0.
+
+    For training a subset of the heads, e.g. warming up a fresh sparse head before the unified loss.
+    """
+    if not scores or not set(scores) <= {"dense", "sparse", "colbert"}:
+        raise ValueError(f"scores has modes {sorted(scores)}, expected a non-empty subset of dense, sparse, colbert")
+    if temperature <= 0:
+        raise ValueError(f"temperature is {temperature}, expected a positive number (BGE-M3 uses 0.02)")
+    terms = {}
+    for mode, s in scores.items():
+        x = s / temperature
+        terms[mode] = info_nce(x, targets) if teacher is None else soft_info_nce(x, teacher)
+    zero = next(iter(terms.values())).new_zeros(())
+    return M3Loss(
+        total=sum(terms.values()) / len(terms),
+        dense=terms.get("dense", zero),
+        sparse=terms.get("sparse", zero),
+        colbert=terms.get("colbert", zero),
+        ensemble=zero,
+        kd_dense=zero,
+        kd_sparse=zero,
+        kd_colbert=zero,
     )

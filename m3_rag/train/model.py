@@ -110,29 +110,49 @@ class M3Heads(nn.Module):
 
 
 def head_outputs(
-    hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, heads: M3Heads, spec: HeadSpec
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    heads: M3Heads,
+    spec: HeadSpec,
+    modes: tuple[str, ...] = ("dense", "sparse", "colbert"),
 ) -> Reps:
-    """The three representations from last hidden states ``[B, L, H]`` (gradients flow)."""
+    """The representations in ``modes`` from last hidden states ``[B, L, H]`` (gradients flow).
+
+    A mode left out is an empty tensor (ColBERT over every token is the costly part).
+    """
     hidden = hidden.float()
     valid = attention_mask.bool()
-    if spec.pooling == "cls":
+    empty = hidden.new_zeros(0)
+    if "dense" not in modes:
+        dense = empty
+    elif spec.pooling == "cls":
         dense = hidden[:, 0]
     else:
         w = valid.float().unsqueeze(-1)
         dense = (hidden * w).sum(1) / w.sum(1)
-    dense = F.normalize(dense, dim=-1)
+    if "dense" in modes:
+        dense = F.normalize(dense, dim=-1)
+    colbert_mask = valid[:, 1:]
+    if "sparse" not in modes:
+        sparse = empty
+    else:
+        sparse = _sparse(hidden, input_ids, valid, heads, spec)
+    if "colbert" in modes:
+        colbert = F.normalize(heads.colbert_linear(hidden[:, 1:]), dim=-1) * colbert_mask.unsqueeze(-1)
+    else:
+        colbert = empty
+    return Reps(dense=dense, sparse=sparse, colbert=colbert, colbert_mask=colbert_mask)
 
+
+def _sparse(hidden: torch.Tensor, input_ids: torch.Tensor, valid: torch.Tensor, heads: M3Heads, spec: HeadSpec):
     weights = torch.relu(heads.sparse_linear(hidden)).squeeze(-1)
     unused = torch.tensor(spec.unused_token_ids, device=input_ids.device, dtype=input_ids.dtype)
     keep = valid & ~torch.isin(input_ids, unused)
     weights = weights * keep
     sparse = torch.zeros(hidden.shape[0], spec.vocab_size, device=hidden.device, dtype=weights.dtype)
     # Weights are >= 0 and start from 0, so amax with the zeros is the max over a token's occurrences.
-    sparse = sparse.scatter_reduce(1, input_ids, weights, reduce="amax", include_self=True)
-
-    colbert_mask = valid[:, 1:]
-    colbert = F.normalize(heads.colbert_linear(hidden[:, 1:]), dim=-1) * colbert_mask.unsqueeze(-1)
-    return Reps(dense=dense, sparse=sparse, colbert=colbert, colbert_mask=colbert_mask)
+    return sparse.scatter_reduce(1, input_ids, weights, reduce="amax", include_self=True)
 
 
 def dense_scores(q: Reps, p: Reps) -> torch.Tensor:

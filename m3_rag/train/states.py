@@ -43,17 +43,21 @@ class StateCache:
 
     def batch(self, rows: Sequence[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Padded ``(hidden [B, L, H] float32, input_ids [B, L], attention_mask [B, L])`` for ``rows``."""
-        lengths = [int(self.offsets[r + 1] - self.offsets[r]) for r in rows]
-        width = max(lengths)
-        hidden = torch.zeros(len(rows), width, self.hidden_size)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for b, (r, n) in enumerate(zip(rows, lengths)):
-            start = int(self.offsets[r])
-            hidden[b, :n] = self.states[start : start + n].float()
-            ids[b, :n] = self.input_ids[start : start + n]
-            mask[b, :n] = 1
-        return hidden, ids, mask
+        rows_t = torch.as_tensor(list(rows), dtype=torch.long)
+        starts, lengths = self.offsets[rows_t], self.lengths()[rows_t]
+        width = int(lengths.max())
+        mask = torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)  # [B, L]
+        # One gather for the whole batch: flat row index of every real token, in batch order.
+        index = (starts.unsqueeze(1) + torch.arange(width).unsqueeze(0))[mask]
+        hidden = torch.zeros(len(rows_t), width, self.hidden_size)
+        hidden[mask] = self.states[index].float()
+        ids = torch.full((len(rows_t), width), pad_id, dtype=torch.long)
+        ids[mask] = self.input_ids[index]
+        return hidden, ids, mask.long()
+
+    def to_float32(self) -> StateCache:
+        """The same cache with float32 states (twice the memory, no conversion at every batch)."""
+        return StateCache(self.input_ids, self.states.float(), self.offsets)
 
     def select(self, rows: Sequence[int]) -> StateCache:
         """A new cache holding ``rows`` in the order given."""

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from m3_rag.loading import M3_CONFIG, ModelFiles, _package_model_dir, load_backbone, resolve_model
 from m3_rag.train.config import TrainConfig
 from m3_rag.train.data import TrainExample, load_jsonl
-from m3_rag.train.losses import LossWeights, M3Loss, m3_loss
-from m3_rag.train.model import HeadSpec, M3Heads, Reps, colbert_scores, dense_scores, head_outputs, sparse_scores
+from m3_rag.train.losses import LossWeights, M3Loss, m3_loss, subset_loss
+from m3_rag.train.model import HeadSpec, M3Heads, colbert_scores, dense_scores, head_outputs, sparse_scores
 from m3_rag.train.states import StateCache, StateStore
 
 __all__ = ["TrainResult", "Trainer", "train"]
@@ -87,8 +87,11 @@ class Trainer:
             if config.gradient_checkpointing:
                 self.backbone.gradient_checkpointing_enable()
 
-        groups = [{"params": list(self.heads.colbert_linear.parameters()), "lr": config.head_lr},
-                  {"params": list(self.heads.sparse_linear.parameters()), "lr": config.sparse_lr or config.head_lr}]  # fmt: skip
+        groups = []
+        if "colbert" in config.modes:
+            groups.append({"params": list(self.heads.colbert_linear.parameters()), "lr": config.head_lr})
+        if "sparse" in config.modes:
+            groups.append({"params": list(self.heads.sparse_linear.parameters()), "lr": config.sparse_lr or config.head_lr})
         if not config.heads_only:
             groups.append({"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": config.lr})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
@@ -112,7 +115,7 @@ class Trainer:
         p_store = StateStore(root, self.files.backbone_dir, c.passage_max_length)
         q = q_store.get(self.backbone, self.tokenizer, self.queries, show_progress=c.show_progress, desc="query states")
         p = p_store.get(self.backbone, self.tokenizer, self.passages, show_progress=c.show_progress, desc="passage states")
-        return q, p
+        return q.to_float32(), p.to_float32()
 
     def _hidden(self, texts_idx: Sequence[int], kind: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(hidden, input_ids, mask)`` of query or passage texts, from the cache or the live backbone."""
@@ -170,18 +173,20 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ one step
     def compute_loss(self, rows: Sequence[int], step: int) -> M3Loss:
-        """The unified loss of one batch (``rows`` index the training examples)."""
+        """The loss of one batch (``rows`` index the training examples)."""
         c = self.config
+        modes = tuple(m for m in ("dense", "sparse", "colbert") if m in c.modes)
         passages, teacher_scores = self.sample_groups(rows, step)
-        q: Reps = head_outputs(*self._hidden([self.rows[r].query for r in rows], "query"), self.heads, self.spec)
-        p: Reps = head_outputs(*self._hidden(passages, "passage"), self.heads, self.spec)
-        scores = [dense_scores(q, p), sparse_scores(q, p), colbert_scores(q, p)]  # [B, B*G] each
+        q = head_outputs(*self._hidden([self.rows[r].query for r in rows], "query"), self.heads, self.spec, modes)
+        p = head_outputs(*self._hidden(passages, "passage"), self.heads, self.spec, modes)
+        score_fns = {"dense": dense_scores, "sparse": sparse_scores, "colbert": colbert_scores}
+        scores = {m: score_fns[m](q, p) for m in modes}  # [B, B*G] each
         b, g = len(rows), c.group_size
         if c.in_batch_negatives:
             targets = torch.arange(b, device=self.device) * g
         else:
             own = torch.arange(b, device=self.device)
-            scores = [s.view(b, b, g)[own, own] for s in scores]  # each query against its own group
+            scores = {m: s.view(b, b, g)[own, own] for m, s in scores.items()}  # each query vs its own group
             targets = torch.zeros(b, dtype=torch.long, device=self.device)
         teacher = None
         if teacher_scores is not None:
@@ -191,7 +196,10 @@ class Trainer:
                 full[torch.arange(b), torch.arange(b)] = t
                 t = full.view(b, b * g)
             teacher = t
-        return m3_loss(*scores, targets, temperature=c.temperature, weights=self.loss_weights, teacher=teacher)
+        if len(modes) == 3:
+            return m3_loss(scores["dense"], scores["sparse"], scores["colbert"], targets,
+                           temperature=c.temperature, weights=self.loss_weights, teacher=teacher)  # fmt: skip
+        return subset_loss(scores, targets, temperature=c.temperature, teacher=teacher)
 
     def _seed_step(self, step: int) -> None:
         torch.manual_seed(self.config.seed * 1_000_003 + step)  # dropout of a resumed step matches
@@ -218,7 +226,7 @@ class Trainer:
             self.scheduler.step()
             self.step += 1
             last = loss.as_floats()
-            bar.set_postfix(loss=f"{last['total']:.4f}", sparse=f"{last['sparse']:.3f}", epoch=epoch)
+            bar.set_postfix(loss=f"{last['total']:.4f}", sparse=f"{last['sparse']:.3f}", epoch=epoch, refresh=False)
             bar.update(1)
             if self.step % save_every == 0 and self.step < self.total_steps:
                 self.save_checkpoint()
