@@ -85,6 +85,8 @@ def index_command(
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = "m3",
+    shards: Annotated[Optional[int], typer.Option(help="--url only: shards of a new collection")] = None,
+    replicas: Annotated[Optional[int], typer.Option(help="--url only: replication factor of a new collection")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="tokens per chunk (model tokenizer)")] = 256,
     overlap_tokens: Annotated[int, typer.Option(help="tokens shared by consecutive chunks")] = 32,
     batch_size: Annotated[int, typer.Option(help="chunks per forward pass and write")] = 32,
@@ -100,10 +102,15 @@ def index_command(
         raise CliError(f"--chunk-tokens/--overlap-tokens: {exc}", EXIT_USAGE) from exc
     if batch_size < 1:
         raise CliError(f"--batch-size is {batch_size}; expected a positive int.", EXIT_USAGE)
+    for name, value in (("--shards", shards), ("--replicas", replicas)):
+        if value is not None and value < 1:
+            raise CliError(f"{name} is {value}; expected a positive int.", EXIT_USAGE)
+    if (shards or replicas) and not url:
+        raise CliError("--shards/--replicas need a Qdrant server (--url); an Edge folder is one local shard.", EXIT_USAGE)
     encoder = load_encoder(ModelOptions(model, device, dtype))
     show = _show_progress(progress)
     plan = plan_index(paths, encoder, config, model_key(model), show_progress=show)
-    where = StoreOptions(path, url, api_key, collection)
+    where = StoreOptions(path, url, api_key, collection, shards, replicas)
     store = open_store(encoder, where, create=True)
     try:
         report = run_index(store, plan, batch_size=batch_size, show_progress=show)

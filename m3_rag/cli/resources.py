@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ class StoreOptions:
     url: str | None = None
     api_key: str | None = None
     collection: str = "m3"
+    shard_number: int | None = None  # server only, used when the collection is created
+    replication_factor: int | None = None
 
     def describe(self) -> str:
         where = self.url if self.url else str(self.path)
@@ -67,7 +70,16 @@ def open_store(encoder: Any, options: StoreOptions, *, create: bool) -> Any:
             raise CliError(f"cannot reach Qdrant at {options.url}: {type(exc).__name__}: {exc}. Fix: check --url.") from exc
         if not exists and not create:
             raise CliError(f"no collection {options.collection!r} on {options.url}. Fix: run 'm3-rag index PATH --url {options.url}' first.")
-        return M3Store(encoder, client=client, collection=options.collection)
+        if exists and (options.shard_number or options.replication_factor):
+            print(
+                f"warning: collection {options.collection!r} already exists on {options.url}; --shards/--replicas "
+                "apply only when it is created (change them in Qdrant, or index into a new --collection).",
+                file=sys.stderr,
+            )
+        return M3Store(encoder, client=client, collection=options.collection,
+                       shard_number=options.shard_number, replication_factor=options.replication_factor)  # fmt: skip
+    if options.shard_number or options.replication_factor:
+        raise CliError("--shards/--replicas need a Qdrant server (--url); an Edge folder is one local shard.", EXIT_USAGE)
     if not create:
         require_index(options)
     return M3Store(encoder, path=options.path, collection=options.collection)
