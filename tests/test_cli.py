@@ -5,6 +5,7 @@ change -> delete, interrupt + resume, and the JSON output. Commands run in-proce
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -207,3 +208,44 @@ def test_index_and_search_through_a_server_url(cli, corpus, monkeypatch, tmp_pat
     assert code == 0, err
     assert len(json.loads(out)["results"]) == 3
     assert set(seen_urls) == {url} and not (tmp_path / "index").exists()
+
+
+def test_ctrl_c_in_a_real_process_then_resume(tiny_checkpoint, tiny_encoder, tmp_path):
+    """SIGINT (what Ctrl-C sends) mid-index: exit 130 with the resume hint, no traceback; the
+    same command then finishes the job with no duplicates."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(12):
+        (docs / f"n{i:02d}.md").write_text(f"Note {i}. " + "Dense sparse and ColBERT vectors in Qdrant. " * 6, encoding="utf-8")
+    argv = [sys.executable, "-m", "m3_rag.cli", "index", str(docs), "--model", str(tiny_checkpoint), "--device", "cpu",
+            "--path", str(tmp_path / "index"), "--chunk-tokens", "16", "--overlap-tokens", "0", "--batch-size", "1",
+            "--progress", "--json"]  # fmt: skip
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    seen = b""
+    while not re.search(rb"indexing:\s+\d+%\|[^|]*\| *([3-9]|\d\d+)/", seen):  # a few chunks written
+        block = os.read(proc.stderr.fileno(), 4096)
+        assert block, f"index ended before it could be interrupted: {seen[-500:]!r}"
+        seen += block
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    err = (seen + err).decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("m3-rag: error: interrupted;")
+    partial = json.loads(out)
+    assert partial["interrupted"] and partial["chunks_written"] == partial["chunks_in_index"] >= 3
+
+    # the same command (bigger batches only to keep the test short; ids do not depend on them)
+    argv[argv.index("--batch-size") + 1] = "32"
+    done = subprocess.run(argv[:-2] + ["--no-progress", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["chunks_present"] == partial["chunks_in_index"]
+    with M3Store(tiny_encoder, path=tmp_path / "index") as store:
+        assert store.count() == report["chunks_in_index"] == partial["chunks_in_index"] + report["chunks_written"]
+        assert store.count() > partial["chunks_in_index"]
