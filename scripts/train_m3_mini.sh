@@ -20,4 +20,13 @@ python -m m3_rag.train.cli train "$DATA/train/scifact_train.jsonl" -o "$WORK/sta
   --state-cache-dir "$STATES" --seed 0
 
 # Stage 2: BGE-M3's unified loss (InfoNCE per mode + self-distillation) on all heads.
-STAGE2_ARGS
+python -m m3_rag.train.cli train "$DATA/train/scifact_train.jsonl" -o "$WORK/stage2" \
+  --model "$WORK/stage1" --heads-only --epochs 1 --batch-size 16 --group-size 4 \
+  --head-lr 2e-4 --sparse-lr 1e-4 --state-cache-dir "$STATES" --seed 0
+
+mkdir -p "$OUT"
+cp "$WORK/stage2/colbert_linear.pt" "$WORK/stage2/sparse_linear.pt" "$WORK/stage2/m3_config.json" "$OUT/"
+
+# Stage 3: the shipped mode weights, chosen on 150 SciFact TRAIN queries (never on test).
+python -m m3_rag.evaluation.cli eval "$DATA/scifact" --split train --model "$OUT" --max-queries 150 \
+  --select-weights --write-weights --no-pipeline --state-cache "$STATES"
