@@ -249,3 +249,18 @@ def test_ctrl_c_in_a_real_process_then_resume(tiny_checkpoint, tiny_encoder, tmp
     with M3Store(tiny_encoder, path=tmp_path / "index") as store:
         assert store.count() == report["chunks_in_index"] == partial["chunks_in_index"] + report["chunks_written"]
         assert store.count() > partial["chunks_in_index"]
+
+
+def test_a_beir_folder_indexes_only_its_corpus(cli, tmp_path, tiny_encoder):
+    beir = tmp_path / "docs" / "beir"
+    (beir / "qrels").mkdir(parents=True)
+    (beir / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS), encoding="utf-8")
+    (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "where does Edge run?"}\n', encoding="utf-8")
+    (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tr1\t1\n", encoding="utf-8")
+    report = index_json(cli, str(beir))
+    assert report["files"] == 1 and report["chunks_written"] == 2 and report["skipped_files"] == []
+    with M3Store(tiny_encoder, path=tmp_path / "index") as store:
+        [r1] = store.get([f"{beir / 'corpus.jsonl'}#r1:0"])
+    assert r1.metadata == {"year": 2024, "source": str(beir / "corpus.jsonl"), "file": "corpus.jsonl",
+                           "record_id": "r1", "title": "Edge", "chunk": 0, "n_chunks": 1}  # fmt: skip
+    assert r1.doc_id == str(beir / "corpus.jsonl")

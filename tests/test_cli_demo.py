@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 from m3_rag.cli import run
 from m3_rag.demo import DEMO_CORPUS, DEMO_QUERIES
 from m3_rag.store import MODES

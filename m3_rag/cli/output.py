@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_source", "snippet", "format_hits", "hits_to_json"]
+__all__ = ["display_source", "snippet", "format_hits", "hits_to_json", "relative"]
 
 _MODE_NAMES = ("dense", "sparse", "colbert")
 
