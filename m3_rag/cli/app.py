@@ -269,7 +269,7 @@ def demo_command(
 
 
 # ----------------------------------------------------------------------- eval, train, bench
-app.command("eval", help="nDCG@10 / Recall@100 per mode on a BEIR folder (needs m3-rag[eval]).")(eval_command)
+app.command("eval", help="nDCG@10 / Recall@100 per mode on a BEIR folder (needs the ranx metrics: the 'eval' extra).")(eval_command)
 app.command("train", help="Fine-tune a model with BGE-M3's unified loss; saves the M3 layout.")(train_command)
 app.command("train-pairs", help="Build title -> text training pairs from a BEIR corpus.")(pairs_command)
 
