@@ -113,15 +113,16 @@ def main(argv: list[str] | None = None) -> list[ModeResult]:
     parser.add_argument("--max-queries", type=int, default=50)
     parser.add_argument("--max-docs", type=int, default=200)
     parser.add_argument("-k", type=int, default=5, help="recall cut-off")
-    parser.add_argument("--doc-max-length", type=int, default=512,
-                        help="document tokens read (longer BEIR documents are truncated; m3-mini reads 512 at most)")
+    parser.add_argument("--doc-max-length", type=int, default=None,
+                        help="document tokens read (default: the model's limit, 512 for m3-mini; longer documents are truncated)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
     from m3_rag import M3Encoder
     from m3_rag.store import M3Store
 
-    encoder = M3Encoder.from_pretrained(args.model, device=args.device, document_max_length=args.doc_max_length)
+    lengths = {} if args.doc_max_length is None else {"document_max_length": args.doc_max_length}
+    encoder = M3Encoder.from_pretrained(args.model, device=args.device, **lengths)
     with tempfile.TemporaryDirectory() as scratch, M3Store(encoder, path=Path(scratch) / "index") as store:
         if args.beir is None:
             qs = index_demo_notes(store, encoder, args.model)

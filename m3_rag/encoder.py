@@ -7,6 +7,7 @@ device (no Python loop over tokens, one host transfer per batch).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -17,7 +18,15 @@ import torch
 import torch.nn.functional as F
 
 from m3_rag.batching import token_budget_batches
-from m3_rag.loading import DEFAULT_MODEL, ModelFiles, load_backbone, load_heads, resolve_model
+from m3_rag.loading import (
+    DEFAULT_MODEL,
+    LengthLimit,
+    ModelFiles,
+    backbone_max_length,
+    load_backbone,
+    load_heads,
+    resolve_model,
+)
 from m3_rag.types import ALL_OUTPUTS, M3Output, OutputName, SparseVector, validate_outputs
 
 __all__ = ["M3Encoder", "EncoderConfig", "EncoderStats", "PairScores"]
@@ -25,6 +34,9 @@ __all__ = ["M3Encoder", "EncoderConfig", "EncoderStats", "PairScores"]
 # Tokens per batch (batch size x longest text). CPU gains nothing from bigger batches.
 DEFAULT_BUDGET = {"cuda": 65536, "cpu": 8192}
 MCLS_STRIDE = 256  # BGE-M3 paper, appendix B.2: a CLS token every 256 tokens
+# Default max lengths (BGE-M3's), capped to what the model can read (see backbone_max_length).
+DEFAULT_QUERY_MAX_LENGTH = 512
+DEFAULT_DOCUMENT_MAX_LENGTH = 8192
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,8 @@ class EncoderConfig:
     batch_tokens: int = 8192
     mcls: bool = False  # multiple CLS for long documents (paper appendix B.2)
     default_weights: tuple[float, float, float] = (0.4, 0.2, 0.4)
+    # The longest input the backbone can read (None: no limit known); lengths above it raise.
+    model_max_length: int | None = None
 
 
 @dataclass
@@ -89,7 +103,15 @@ class M3Encoder:
         self.tokenizer = tokenizer
         self.colbert_linear = colbert_linear.eval()
         self.sparse_linear = sparse_linear.eval()
+        limit = backbone_max_length(model.config, tokenizer)
+        if config.model_max_length is not None and (limit.tokens is None or config.model_max_length < limit.tokens):
+            limit = LengthLimit(config.model_max_length, f"its EncoderConfig sets model_max_length={config.model_max_length}")
+        self._limit = limit
+        if config.model_max_length != limit.tokens:
+            config = dataclasses.replace(config, model_max_length=limit.tokens)
         self.config = config
+        for length, what in ((config.query_max_length, "query_max_length"), (config.document_max_length, "document_max_length")):
+            self._check_length(length, what)
         self.stats = EncoderStats()
         self._device = torch.device(config.device)
         self._budget = config.batch_tokens
@@ -114,8 +136,8 @@ class M3Encoder:
         *,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        query_max_length: int = 512,
-        document_max_length: int = 8192,
+        query_max_length: int | None = None,
+        document_max_length: int | None = None,
         batch_tokens: int | None = None,
         mcls: bool = False,
         cache_dir: str | None = None,
@@ -123,25 +145,37 @@ class M3Encoder:
         """Load a BGE-M3-layout model: a local dir, a hub id (cached or reachable), or ``"m3-mini"``.
 
         ``device`` defaults to CUDA when present; ``dtype`` to float16 on CUDA (``"bfloat16"``
-        works too) and float32 on CPU.
+        works too) and float32 on CPU. Max lengths default to 512 (queries) and 8192
+        (documents), capped to the longest input the backbone can read
+        (:attr:`model_max_length`: 8192 for BGE-M3, 512 for m3-mini); an explicit value above
+        that limit raises ``ValueError``.
         """
         files: ModelFiles = resolve_model(name_or_path, cache_dir=cache_dir)
         dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = _resolve_dtype(dtype, dev)
         model, tokenizer = load_backbone(files.backbone_dir, dtype=torch_dtype)
         colbert, sparse = load_heads(files.heads_dir, model.config.hidden_size)
-        for length, what in ((query_max_length, "query_max_length"), (document_max_length, "document_max_length")):
-            _check_max_length(length, what)
+        limit = backbone_max_length(model.config, tokenizer)
+        lengths = {}
+        for given, default, what in ((query_max_length, DEFAULT_QUERY_MAX_LENGTH, "query_max_length"),
+                                     (document_max_length, DEFAULT_DOCUMENT_MAX_LENGTH, "document_max_length")):  # fmt: skip
+            if given is None:
+                lengths[what] = default if limit.tokens is None else min(default, limit.tokens)
+            else:
+                _check_max_length(given, what)
+                _check_within_limit(given, what, limit, str(name_or_path))
+                lengths[what] = given
         config = EncoderConfig(
             name_or_path=str(name_or_path),
             device=str(dev),
             dtype=str(torch_dtype).removeprefix("torch."),
             pooling=files.pooling,
-            query_max_length=query_max_length,
-            document_max_length=document_max_length,
+            query_max_length=lengths["query_max_length"],
+            document_max_length=lengths["document_max_length"],
             batch_tokens=batch_tokens or DEFAULT_BUDGET["cuda" if dev.type == "cuda" else "cpu"],
             mcls=mcls,
             default_weights=files.weights,
+            model_max_length=limit.tokens,
         )
         # Heads stay float32: they are cheap, and their outputs are float32 anyway.
         return cls(model.to(dev), tokenizer, colbert.to(dev), sparse.to(dev), config)
@@ -163,6 +197,21 @@ class M3Encoder:
     def device(self) -> torch.device:
         return self._device
 
+    @property
+    def model_max_length(self) -> int | None:
+        """The longest input (tokens, special ones included) the backbone can read; None if unknown."""
+        return self.config.model_max_length
+
+    @property
+    def query_max_length(self) -> int:
+        """Tokens a query keeps by default (longer ones are truncated and reported)."""
+        return self.config.query_max_length
+
+    @property
+    def document_max_length(self) -> int:
+        """Tokens a document keeps by default (longer ones are truncated and reported)."""
+        return self.config.document_max_length
+
     # --------------------------------------------------------------------------------- encoding
     def encode_queries(
         self,
@@ -172,7 +221,7 @@ class M3Encoder:
         max_length: int | None = None,
         show_progress: bool = False,
     ) -> M3Output:
-        """Encode queries (default maximum length 512 tokens)."""
+        """Encode queries (default maximum length :attr:`query_max_length`, 512 or the model's limit)."""
         return self.encode(texts, outputs=outputs, max_length=self.config.query_max_length if max_length is None else max_length,
                            show_progress=show_progress)  # fmt: skip
 
@@ -185,7 +234,7 @@ class M3Encoder:
         show_progress: bool = False,
         mcls: bool | None = None,
     ) -> M3Output:
-        """Encode documents (default maximum length 8192 tokens; optional multi-CLS pooling)."""
+        """Encode documents (default :attr:`document_max_length`, 8192 or the model's limit; optional multi-CLS)."""
         return self.encode(texts, outputs=outputs, max_length=self.config.document_max_length if max_length is None else max_length,
                            show_progress=show_progress, mcls=self.config.mcls if mcls is None else mcls)  # fmt: skip
 
@@ -194,13 +243,18 @@ class M3Encoder:
         texts: Sequence[str],
         *,
         outputs: Collection[str] = ALL_OUTPUTS,
-        max_length: int = 512,
+        max_length: int | None = None,
         show_progress: bool = False,
         mcls: bool = False,
     ) -> M3Output:
-        """Encode ``texts`` to the requested ``outputs`` in input order, one forward pass per batch."""
+        """Encode ``texts`` to the requested ``outputs`` in input order, one forward pass per batch.
+
+        ``max_length`` defaults to :attr:`query_max_length`; above :attr:`model_max_length` it raises.
+        """
         wanted = validate_outputs(outputs)
-        _check_max_length(max_length, "max_length")
+        if max_length is None:
+            max_length = self.config.query_max_length
+        self._check_length(max_length, "max_length")
         texts = _check_texts(texts)
         ids, truncated = self._tokenize(texts, max_length, mcls)
         n = len(texts)
@@ -258,6 +312,9 @@ class M3Encoder:
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
                 raise TypeError(f"pair {i} is {pair!r}; expected a (query, passage) tuple of two strings")
+        for length, what in ((query_max_length, "query_max_length"), (document_max_length, "document_max_length")):
+            if length is not None:
+                self._check_length(length, what)
         q = self.encode_queries([p[0] for p in pairs], max_length=query_max_length)
         d = self.encode_documents([p[1] for p in pairs], max_length=document_max_length)
         dense = np.einsum("ij,ij->i", q.dense, d.dense).astype(np.float32)
@@ -384,6 +441,10 @@ class M3Encoder:
             colbert = np.split(flat, ends[:-1]) if n else []
         return M3Output(dense=dense, sparse=sparse, colbert=colbert)
 
+    def _check_length(self, value: int, what: str) -> None:
+        _check_max_length(value, what)
+        _check_within_limit(value, what, self._limit, self.config.name_or_path)
+
     def _shrink_budget(self, failed_tokens: int) -> None:
         with self._budget_lock:
             new = min(self._budget, failed_tokens) // 2
@@ -413,6 +474,16 @@ def _check_max_length(value: int, what: str) -> None:
         raise ValueError(
             f"{what} is {value!r}; expected a whole number of tokens >= 2 (room for the special tokens). "
             f"Fix: pass e.g. {what}=512."
+        )
+
+
+def _check_within_limit(value: int, what: str, limit: LengthLimit, model: str) -> None:
+    """A length the backbone cannot read is an error (it would crash the position embeddings)."""
+    if limit.tokens is not None and value > limit.tokens:
+        raise ValueError(
+            f"{what} is {value}, but model {model!r} reads at most {limit.tokens} tokens ({limit.reason}); "
+            f"longer inputs would index past its position embeddings. Fix: pass {what}={limit.tokens} or less, "
+            f"or leave it unset to use {limit.tokens} (texts longer than that are truncated and reported)."
         )
 
 

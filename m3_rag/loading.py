@@ -18,6 +18,8 @@ __all__ = [
     "resolve_model",
     "load_heads",
     "load_backbone",
+    "LengthLimit",
+    "backbone_max_length",
 ]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
@@ -29,6 +31,16 @@ COLBERT_HEAD = "colbert_linear.pt"
 SPARSE_HEAD = "sparse_linear.pt"
 # BGE-M3's recommended mode weights (model card): dense, sparse, colbert.
 BGE_M3_WEIGHTS = (0.4, 0.2, 0.4)
+
+
+# Hugging Face models whose position ids start after padding_idx (RoBERTa's
+# create_position_ids_from_input_ids): they read max_position_embeddings - padding_idx - 1 tokens.
+PADDING_OFFSET_MODEL_TYPES = frozenset({
+    "roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm", "data2vec-text",
+    "longformer", "mpnet", "ibert", "luke", "markuplm",
+})  # fmt: skip
+# Tokenizers without a length limit report a huge sentinel (transformers' VERY_LARGE_INTEGER, 1e30).
+_NO_TOKENIZER_LIMIT = 1_000_000
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -174,3 +186,39 @@ def load_backbone(backbone_dir: Path, *, dtype: torch.dtype):
     finally:
         transformers.logging.set_verbosity(verbosity)
     return model, tokenizer
+
+
+@dataclass(frozen=True)
+class LengthLimit:
+    """The most tokens (special tokens included) one input may have, and where that number comes from."""
+
+    tokens: int | None  # None: neither the backbone nor the tokenizer names a limit
+    reason: str
+
+
+def backbone_max_length(model_config, tokenizer=None) -> LengthLimit:
+    """The longest input the backbone can encode without running out of position embeddings.
+
+    BERT-style: ``max_position_embeddings``. RoBERTa/XLM-RoBERTa-style (position ids start after
+    the padding index): ``max_position_embeddings - padding_idx - 1``, 8192 for BGE-M3's 8194.
+    A tokenizer ``model_max_length`` that is a real number (not transformers' 1e30 "no limit")
+    caps it further.
+    """
+    limits: list[tuple[int, str]] = []
+    model_type = str(getattr(model_config, "model_type", "") or "")
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if model_type in PADDING_OFFSET_MODEL_TYPES:
+            pad = getattr(model_config, "pad_token_id", None)
+            pad = 1 if pad is None else int(pad)
+            limits.append((positions - pad - 1, f"its {model_type} backbone has max_position_embeddings={positions}, "
+                                                f"minus padding_idx {pad} + 1"))  # fmt: skip
+        else:
+            limits.append((positions, f"its {model_type or 'backbone'} backbone has max_position_embeddings={positions}"))
+    tok_max = getattr(tokenizer, "model_max_length", None) if tokenizer is not None else None
+    if isinstance(tok_max, int) and 0 < tok_max < _NO_TOKENIZER_LIMIT:
+        limits.append((tok_max, f"its tokenizer has model_max_length={tok_max}"))
+    if not limits:
+        return LengthLimit(None, "neither the backbone config nor the tokenizer names a maximum length")
+    tokens = min(n for n, _ in limits)
+    return LengthLimit(tokens, "; ".join(why for _, why in limits))
