@@ -179,12 +179,16 @@ def load_backbone(backbone_dir: Path, *, dtype: torch.dtype):
     from transformers import AutoModel, AutoTokenizer
 
     verbosity = transformers.logging.get_verbosity()
+    bars = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the unused pooler weights are expected, not news
+    transformers.logging.disable_progress_bar()  # a "Loading weights" bar per load is noise for a local folder
     try:
         tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
         model = AutoModel.from_pretrained(backbone_dir, dtype=dtype, attn_implementation="sdpa")
     finally:
         transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.logging.enable_progress_bar()
     return model, tokenizer
 
 
