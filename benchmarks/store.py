@@ -1,15 +1,28 @@
 """Store benchmark: synthetic BGE-M3-shaped points on Qdrant Edge and qdrant-client local mode.
 
 Points look like BGE-M3's: dense 1024 (L2-normalised), ~40 sparse terms from a 250k
-vocabulary, 16-128 ColBERT tokens of 1024 dims. Reported per backend and size, all in one
-run: ingestion points/s, bytes on disk per ColBERT token (Edge), peak RSS while ingesting,
-and p50/p95 latency of each search mode (query encoding excluded: queries are pre-encoded).
+vocabulary, 16-128 ColBERT tokens of 1024 dims; queries have 8-32 ColBERT tokens and 8
+sparse terms. Reported per backend and size, all in one run: ingestion points/s, bytes on
+disk per ColBERT token (Edge), peak RSS while ingesting, and p50/p95 wall-clock latency of
+each search mode (query encoding excluded: queries are pre-encoded), with the p50 of the
+process CPU time next to it (Edge runs its query on its own search threads; on a shared
+machine wall time exceeds CPU time by the wait for a core). The load average before and
+after each run is recorded.
 
     python benchmarks/store.py                                   # full: Edge 10k+50k, client 10k
     python benchmarks/store.py --edge-sizes 2000 --client-sizes 500 --client-queries 3   # quick
+    python benchmarks/store.py --prefetch-sweep 10 20 30 --edge-float32-sizes 50000      # + trade-offs
+
+The ColBERT rerank dominates ``hybrid+rerank`` and ``m3``: it costs |candidates| x document
+tokens x query tokens x dim multiply-adds (the default prefetch is max(4k, 50) per branch; a
+random synthetic query shares no candidates between its dense and sparse prefetch, so the
+union is the worst case, 2 x prefetch). ``--prefetch-sweep`` times ``hybrid+rerank`` again at
+other prefetch sizes on the same index; ``--edge-float32-sizes`` adds Edge runs whose
+collection stores ColBERT as float32 (``colbert_datatype="float32"``: twice the disk, a
+faster MaxSim).
 
 qdrant-client local mode is pure Python (a reference, not a production path): its
-ColBERT rerank is slow, so it runs fewer queries (``--client-queries``).
+ColBERT rerank is slow, so it runs fewer queries (``--client-queries``) and no warm-up.
 """
 
 from __future__ import annotations
@@ -28,7 +41,9 @@ import psutil
 from tqdm.auto import tqdm
 
 from m3_rag.store import M3Store
+from m3_rag.store.backends.edge import EdgeBackend
 from m3_rag.store.queries import MODES
+from m3_rag.store.schema import schema_from_encoder
 from m3_rag.types import M3Output, SparseVector
 
 __all__ = ["SyntheticEncoder", "synthetic_batch", "main"]
@@ -88,15 +103,43 @@ def _anon(proc: psutil.Process) -> int:
     return info.rss - getattr(info, "shared", 0)
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
+def _percentiles(samples: list[float], cpu: list[float]) -> dict[str, float]:
     a = np.array(samples) * 1000
-    return {"p50_ms": round(float(np.percentile(a, 50)), 3), "p95_ms": round(float(np.percentile(a, 95)), 3), "n": len(a)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p95_ms": round(float(np.percentile(a, 95)), 3),
+        "cpu_p50_ms": round(float(np.percentile(np.array(cpu) * 1000, 50)), 3),
+        "n": len(a),
+    }
 
 
-def run_one(backend: str, n: int, args: argparse.Namespace, workdir: Path) -> dict:
+def _timed(store: M3Store, encoded: list[M3Output], warmup: int, **search: object) -> dict[str, float]:
+    times, cpu = [], []
+    hits = None
+    for i, q in enumerate(encoded):
+        t0, c0 = time.perf_counter(), time.process_time()
+        hits = store.search_encoded(q, **search)  # type: ignore[arg-type]
+        dt_, dc = time.perf_counter() - t0, time.process_time() - c0
+        if i >= warmup:
+            times.append(dt_)
+            cpu.append(dc)
+    assert hits, f"{search} returned nothing"
+    return _percentiles(times, cpu)
+
+
+def run_one(backend: str, n: int, args: argparse.Namespace, workdir: Path, datatype: str = "float16") -> dict:
     enc = SyntheticEncoder(args.dense_dim, args.colbert_dim)
-    path = workdir / f"{backend}-{n}"
-    store = M3Store(enc, path=path) if backend == "edge" else M3Store(enc, location=":memory:")
+    path = workdir / f"{backend}-{datatype}-{n}"
+    load_before = os.getloadavg()
+    if backend == "edge":
+        if datatype != "float16":
+            # Create the collection with this ColBERT datatype; the store then opens it as is.
+            created = EdgeBackend(path, "m3")
+            created.open(schema_from_encoder(enc, colbert_datatype=datatype))  # type: ignore[arg-type]
+            created.close()
+        store = M3Store(enc, path=path, collection="m3")
+    else:
+        store = M3Store(enc, location=":memory:")
     proc = psutil.Process()
     rss_start = peak = proc.memory_info().rss
     # RSS counts the touched pages of Edge's mmapped (on-disk, reclaimable) vector files too;
@@ -123,6 +166,7 @@ def run_one(backend: str, n: int, args: argparse.Namespace, workdir: Path) -> di
         "rss_growth_mb": round((peak - rss_start) / 2**20, 1),
         "anon_peak_mb": round(anon_peak / 2**20, 1),
         "anon_growth_mb": round((anon_peak - anon_start) / 2**20, 1),
+        "colbert_datatype": datatype if backend == "edge" else "float16 (stored float32 in RAM by local mode)",
     }
     if backend == "edge":
         t0 = time.perf_counter()
@@ -134,20 +178,19 @@ def run_one(backend: str, n: int, args: argparse.Namespace, workdir: Path) -> di
         result["disk_bytes_per_colbert_token"] = round(result["disk_bytes"] / tokens, 1)
         result["colbert_storage_bytes_per_token"] = round(_disk_bytes(path, "vector_storage-colbert") / tokens, 1)
     queries = args.queries if backend == "edge" else args.client_queries
+    warmup = args.warmup if backend == "edge" else 0
     qrng = np.random.default_rng(args.seed + 1)
-    encoded = [synthetic_batch(qrng, 1, args, query=True) for _ in range(queries + args.warmup)]
+    encoded = [synthetic_batch(qrng, 1, args, query=True) for _ in range(queries + warmup)]
+    result["query_colbert_tokens_mean"] = round(float(np.mean([q.colbert[0].shape[0] for q in encoded])), 1)
     latency: dict = {}
     for mode in args.modes:
-        times = []
-        for i, q in enumerate(encoded):
-            t0 = time.perf_counter()
-            hits = store.search_encoded(q, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
-            dt_ = time.perf_counter() - t0
-            if i >= args.warmup:
-                times.append(dt_)
-        assert hits, f"{mode} returned nothing"
-        latency[mode] = _percentiles(times)
+        latency[mode] = _timed(store, encoded, warmup, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
+    if backend == "edge" and "hybrid+rerank" in args.modes:
+        for pk in args.prefetch_sweep:
+            latency[f"hybrid+rerank@prefetch={pk}"] = _timed(store, encoded, warmup, mode="hybrid+rerank", k=args.k, prefetch_k=pk)
     result["latency"] = latency
+    result["load_avg_before"] = [round(x, 2) for x in load_before]
+    result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     store.close()
     shutil.rmtree(path, ignore_errors=True)
     return result
@@ -168,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--prefetch-k", type=int, default=None, help="candidates per prefetch (default: the store's)")
+    ap.add_argument("--prefetch-sweep", type=int, nargs="*", default=[],
+                    help="also time hybrid+rerank at these prefetch sizes (Edge runs)")
+    ap.add_argument("--edge-float32-sizes", type=int, nargs="*", default=[],
+                    help="extra Edge runs with ColBERT stored as float32 (colbert_datatype='float32')")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--dense-dim", type=int, default=1024)
     ap.add_argument("--colbert-dim", type=int, default=1024)
@@ -184,23 +231,29 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="m3-store-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    need = max(args.edge_sizes, default=0)
-    need_bytes = _estimate_bytes(need, args)
+    need_bytes = max(_estimate_bytes(max(args.edge_sizes, default=0), args),
+                     2 * _estimate_bytes(max(args.edge_float32_sizes, default=0), args))
     free = shutil.disk_usage(workdir).free
     if need_bytes > free:
         print(f"not enough free disk at {workdir}: {free / 1e9:.1f} GB free, the largest Edge run needs about "
               f"{need_bytes / 1e9:.1f} GB. Fix: pass --workdir on a bigger disk or smaller --edge-sizes.",
               file=sys.stderr)  # fmt: skip
         return 2
-    runs = [("edge", n) for n in args.edge_sizes] + [("qdrant_client_local", n) for n in args.client_sizes]
+    runs = (
+        [("edge", n, "float16") for n in args.edge_sizes]
+        + [("edge", n, "float32") for n in args.edge_float32_sizes]
+        + [("qdrant_client_local", n, "float16") for n in args.client_sizes]
+    )
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": sys.version.split()[0]},  # fmt: skip
         "runs": [],
     }
-    for backend, n in runs:
-        r = run_one("edge" if backend == "edge" else "client", n, args, workdir)
-        r["backend"] = backend
+    print(json.dumps(results["machine"]), flush=True)
+    for backend, n, datatype in runs:
+        r = run_one("edge" if backend == "edge" else "client", n, args, workdir, datatype)
+        r["backend"] = backend if datatype == "float16" else f"{backend}_{datatype}"
         results["runs"].append(r)
         print(json.dumps(r), flush=True)
     _print_table(results["runs"])
@@ -211,13 +264,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def _print_table(runs: list[dict]) -> None:
-    modes = list(runs[0]["latency"]) if runs else []
-    print("\nbackend              points  ingest pts/s  disk B/tok  rss peak MB  " + "  ".join(f"{m} p50/p95 ms" for m in modes))
+    """Markdown: one row per run, then one row per (run, mode) latency."""
+    print("\n| backend | points | ingest pts/s | disk B/ColBERT token | RSS peak MB (anon peak) | optimize s | load before -> after |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for r in runs:
-        lat = "  ".join(f"{r['latency'][m]['p50_ms']:.2f}/{r['latency'][m]['p95_ms']:.2f}" for m in modes)
-        disk = r.get("disk_bytes_per_colbert_token", float("nan"))
-        print(f"{r['backend']:<20} {r['points']:>6}  {r['ingest_points_per_s']:>12}  {disk:>10}  {r['rss_peak_mb']:>11}  {lat}")
+        disk = r.get("disk_bytes_per_colbert_token", "n/a")
+        opt = r.get("optimize_s", "n/a")
+        print(f"| {r['backend']} | {r['points']} | {r['ingest_points_per_s']} | {disk} | {r['rss_peak_mb']} ({r['anon_peak_mb']}) "
+              f"| {opt} | {r['load_avg_before'][0]} -> {r['load_avg_after'][0]} |")  # fmt: skip
+    print("\n| backend | points | mode | p50 ms | p95 ms | CPU p50 ms | queries |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for r in runs:
+        for m, v in r["latency"].items():
+            print(f"| {r['backend']} | {r['points']} | {m} | {v['p50_ms']:.2f} | {v['p95_ms']:.2f} | {v['cpu_p50_ms']:.2f} | {v['n']} |")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 ``dense``: cosine, dim H. ``sparse``: no modifier (BGE-M3's lexical score is a plain dot
 product of its weights; IDF would change it), token ids as indices. ``colbert``: multivector,
-MaxSim, HNSW disabled (rerank only), float16, on disk. A dense-only encoder gets only
-``dense``. Backends read an existing collection into :class:`VectorSpec` and
-:func:`check_schema` compares it with what the encoder needs.
+MaxSim, HNSW disabled (rerank only), float16 by default (``colbert_datatype="float32"``
+on request), on disk. A dense-only encoder gets only ``dense``. Backends read an existing
+collection into :class:`VectorSpec` and :func:`check_schema` compares it with what the
+encoder needs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "VectorSpec",
     "StoreSchema",
     "SchemaMismatchError",
+    "COLBERT_DATATYPES",
     "schema_from_encoder",
     "check_schema",
 ]
@@ -31,6 +33,12 @@ SPARSE: OutputName = "sparse"
 COLBERT: OutputName = "colbert"
 
 VectorKind = Literal["dense", "sparse", "multi"]
+ColbertDatatype = Literal["float16", "float32"]
+#: How ColBERT token vectors are stored. float16 (the default) takes half the disk; float32 is
+#: the faster rerank: measured with qdrant-edge-py 0.9.0 on an AVX2/F16C x86 CPU, its MaxSim
+#: runs at ~3 G multiply-adds/s on float16 and ~7 G/s on float32 (one core), and the rerank
+#: cost is candidates x document tokens x query tokens x dim (benchmarks/store.py).
+COLBERT_DATATYPES: tuple[str, ...] = ("float16", "float32")
 
 
 class SchemaMismatchError(ValueError):
@@ -58,13 +66,24 @@ class VectorSpec:
 
 @dataclass(frozen=True)
 class StoreSchema:
-    """What one collection holds: which outputs, at which sizes."""
+    """What one collection holds: which outputs, at which sizes.
+
+    ``colbert_datatype`` applies when a collection is created; an existing collection keeps the
+    datatype it was created with (it changes scores by float16 rounding only, so opening one
+    with the other datatype is not a mismatch).
+    """
 
     outputs: tuple[OutputName, ...]
     dense_dim: int
     colbert_dim: int | None = None
+    colbert_datatype: ColbertDatatype = "float16"
 
     def __post_init__(self) -> None:
+        if self.colbert_datatype not in COLBERT_DATATYPES:
+            raise ValueError(
+                f"colbert_datatype={self.colbert_datatype!r}; expected one of {COLBERT_DATATYPES}. "
+                "Fix: use 'float16' (half the disk, the default) or 'float32' (faster rerank)."
+            )
         if DENSE not in self.outputs:
             raise ValueError(
                 f"the encoder outputs {self.outputs}; the store needs at least 'dense'. "
@@ -103,7 +122,7 @@ class StoreSchema:
             )
 
 
-def schema_from_encoder(encoder: object) -> StoreSchema:
+def schema_from_encoder(encoder: object, colbert_datatype: ColbertDatatype = "float16") -> StoreSchema:
     """Sizes from the encoder's config (``dense_dim``, ``colbert_dim``), never from a dummy encode.
 
     The encoder may list what it produces in ``outputs``; without it all three are assumed
@@ -121,7 +140,7 @@ def schema_from_encoder(encoder: object) -> StoreSchema:
         )
     colbert_dim = getattr(encoder, "colbert_dim", None) if COLBERT in outputs else None
     ordered = tuple(o for o in ALL_OUTPUTS if o in outputs)
-    return StoreSchema(outputs=ordered, dense_dim=dense_dim, colbert_dim=colbert_dim)
+    return StoreSchema(outputs=ordered, dense_dim=dense_dim, colbert_dim=colbert_dim, colbert_datatype=colbert_datatype)
 
 
 def _key(spec: VectorSpec) -> tuple:

@@ -34,6 +34,7 @@ __all__ = ["EdgeBackend", "AsyncEdgeBackend", "edge_config", "to_edge_filter"]
 # Edge persists its config here (qdrant-edge-py 0.9.0); we read it to validate before loading.
 _CONFIG_FILE = "edge_config.json"
 _NO_MODIFIER = getattr(qe.Modifier, "None")  # `None` is a Python keyword
+_DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
 
 
 def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
@@ -43,7 +44,7 @@ def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
             size=schema.colbert_dim,  # type: ignore[arg-type]
             distance=qe.Distance.Cosine,
             multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
-            datatype=qe.VectorStorageDatatype.Float16,
+            datatype=_DATATYPES[schema.colbert_datatype],
             # m=0: no HNSW graph; ColBERT only re-scores prefetched candidates.
             hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
             memory=qe.Memory.Cold,

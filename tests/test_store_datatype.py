@@ -1,0 +1,47 @@
+"""The ColBERT storage datatype: float16 by default, float32 on request (Edge), kept on reopen."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from m3_rag.scoring import maxsim_score
+from m3_rag.store import M3Store
+from m3_rag.store.backends.edge import EdgeBackend
+from m3_rag.store.schema import StoreSchema, schema_from_encoder
+from test_store_helpers import FakeEncoder
+
+TEXTS = ["cats chase mice in the park", "dogs sleep in the sun", "birds sing in the park at dawn", "fish swim"]
+
+
+def _edge_datatype(path) -> str:
+    return json.loads((path / "m3" / "edge_config.json").read_text())["vectors"]["colbert"]["datatype"]
+
+
+def test_default_is_float16_and_bad_datatype_raises():
+    enc = FakeEncoder()
+    assert schema_from_encoder(enc).colbert_datatype == "float16"
+    with pytest.raises(ValueError, match="colbert_datatype='bfloat16'.*expected one of"):
+        StoreSchema(outputs=("dense",), dense_dim=4, colbert_datatype="bfloat16")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("datatype", ["float16", "float32"])
+def test_edge_datatype_is_stored_and_kept_on_reopen(tmp_path, datatype):
+    enc = FakeEncoder()
+    created = EdgeBackend(tmp_path, "m3")
+    created.open(schema_from_encoder(enc, colbert_datatype=datatype))
+    created.close()
+    assert _edge_datatype(tmp_path) == datatype
+    # The store (float16 by default) opens the existing collection as it is: not a mismatch.
+    with M3Store(enc, path=tmp_path, collection="m3") as store:
+        store.add_texts(TEXTS, ids=[str(i) for i in range(len(TEXTS))])
+        query = "cats in the park"
+        hits = store.search(query, mode="hybrid+rerank", k=len(TEXTS))
+        stored = {p.id: p.colbert for p in store.get([h.id for h in hits], with_vectors=True)}
+    assert _edge_datatype(tmp_path) == datatype
+    q = enc.encode_queries([query]).colbert[0]
+    tol = 1e-4 if datatype == "float16" else 1e-6
+    for h in hits:
+        assert h.score == pytest.approx(maxsim_score(q, np.asarray(stored[h.id])), abs=tol)
