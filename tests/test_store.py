@@ -320,6 +320,69 @@ def test_delete_get_count_clear(filled):
     assert [p.text for p in filled.get(["z"])] == ["after clear"]
 
 
+def _science_ids() -> set[str]:
+    return {str(i) for i, (_, m) in zip(IDS, DOCS) if m["tag"] == "science"}
+
+
+def test_scroll_pages_through_the_points_a_filter_matches(filled):
+    seen, offset, pages = [], None, 0
+    while True:
+        page, offset = filled.scroll({"tag": "science"}, limit=2, offset=offset)
+        assert 1 <= len(page) <= 2
+        seen += page
+        pages += 1
+        if offset is None:
+            break
+    assert pages == 2 and {str(p.id) for p in seen} == _science_ids() and len(seen) == 3
+    (three,) = [p for p in seen if p.id == "doc-three"]
+    assert (three.text, three.metadata, three.doc_id) == (DOCS[2][0], DOCS[2][1], "d2")
+    assert three.dense is None and three.colbert is None  # vectors only when asked
+    assert filled.scroll(Condition("tag", "eq", "nothing")) == ([], None)
+
+
+def test_scroll_offsets_and_vectors(filled):
+    first, next_offset = filled.scroll(limit=3)
+    second, _ = filled.scroll(limit=3, offset=next_offset)
+    assert len(first) == len(second) == 3 and {p.id for p in first}.isdisjoint(p.id for p in second)
+    # A caller's id is an offset too: the page starts at that point.
+    assert filled.scroll(limit=2, offset=first[1].id)[0][0].id == first[1].id
+    everything, none_left = filled.scroll(limit=None, with_vectors=True)
+    assert none_left is None and sorted(map(str, (p.id for p in everything))) == sorted(map(str, IDS))
+    assert all(p.dense is not None and p.sparse is not None and p.colbert is not None for p in everything)
+    assert [p.id for p in filled.scroll(limit=None, offset=next_offset)[0]] == [p.id for p in everything[3:]]
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="limit"):
+            filled.scroll(limit=bad)
+
+
+def test_scroll_without_limit_fetches_every_page(filled, monkeypatch):
+    monkeypatch.setattr("m3_rag.store.core.SCROLL_PAGE", 3)  # 8 points: three requests
+    calls = []
+    real = filled.backend.scroll
+    monkeypatch.setattr(filled.backend, "scroll", lambda *a: calls.append(a[2]) or real(*a))
+    points, next_offset = filled.scroll(limit=None)
+    assert next_offset is None and len(calls) == 3 and calls[0] is None
+    assert sorted(map(str, (p.id for p in points))) == sorted(map(str, IDS))
+
+
+def test_delete_where_deletes_what_the_filter_matches(filled):
+    filled.delete_where({"year": {"$lt": 2020}})  # 2019, 2018, 2017
+    assert filled.count() == len(DOCS) - 3 and filled.count({"year": {"$lt": 2020}}) == 0
+    filled.delete_where(And([Condition("tag", "eq", "finance"), Condition("year", "gte", 2024)]))
+    assert filled.get(["eight", 7]) == [] and filled.count() == len(DOCS) - 4
+    filled.delete_where({"tag": "no such tag"})  # matches nothing: deletes nothing
+    assert filled.count() == len(DOCS) - 4
+
+
+@pytest.mark.parametrize("nothing", [None, {}])
+def test_delete_where_refuses_a_filter_that_would_delete_everything(filled, nothing):
+    with pytest.raises(ValueError, match=r"call clear\(\)"):
+        filled.delete_where(nothing)
+    with pytest.raises(TypeError, match="filter must be"):
+        filled.delete_where("tag == pets")
+    assert filled.count() == len(DOCS)
+
+
 def test_get_with_vectors_returns_all_three(filled, tiny_encoder):
     (p,) = filled.get(["doc-three"], with_vectors=True)
     enc = tiny_encoder.encode_documents([DOCS[2][0]])

@@ -43,6 +43,50 @@ async def test_async_store_full_cycle(kind, tmp_path):
         assert await store.count() == 0
 
 
+@pytest.mark.parametrize("kind", ["edge", "memory"])
+async def test_async_scroll_and_delete_where(kind, tmp_path):
+    async with make(kind, tmp_path, FakeEncoder()) as store:
+        await store.add_texts(TEXTS, ids=IDS, metadatas=META)
+        page, next_offset = await store.scroll({"colour": "red"}, limit=1)
+        rest, last = await store.scroll({"colour": "red"}, limit=1, offset=next_offset)
+        assert last is None and {p.id for p in page + rest} == {"a", "d"}
+        (point,), _ = await store.scroll({"colour": "blue"}, with_vectors=True)
+        assert point.id == 3 and point.text == TEXTS[2] and point.dense is not None
+        with pytest.raises(ValueError, match=r"call clear\(\)"):
+            await store.delete_where({})
+        await store.delete_where({"colour": {"$in": ["red", "green"]}})
+        assert [p.id for p in (await store.scroll())[0]] == [3]
+
+
+async def test_async_scroll_and_delete_where_await_the_async_client():
+    store = AsyncM3Store(FakeEncoder(), location=":memory:")
+    await store.add_texts(TEXTS, ids=IDS, metadatas=META)
+    client, awaited = store.backend.client, []
+
+    def spy(name):
+        real = getattr(client, name)
+
+        async def call(*args, **kwargs):
+            awaited.append(name)
+            return await real(*args, **kwargs)
+
+        return call
+
+    client.scroll, client.delete = spy("scroll"), spy("delete")
+    assert len((await store.scroll(limit=10))[0]) == 4
+    await store.delete_where({"colour": "red"})
+    assert awaited == ["scroll", "delete"] and await store.count() == 2
+    await store.close()
+
+
+async def test_sync_store_runs_inside_an_event_loop(tmp_path):
+    # The sync store never touches asyncio: usable from async code (e.g. a notebook) as is.
+    store = M3Store(FakeEncoder(), location=":memory:")
+    store.add_texts(TEXTS, ids=IDS)
+    assert store.count() == 4 and store.search("red apples", k=1)[0].id == "a"
+    store.close()
+
+
 async def test_async_server_path_is_native_async_client():
     store = AsyncM3Store(FakeEncoder(), location=":memory:")
     assert isinstance(store.backend, AsyncClientBackend)

@@ -1,32 +1,62 @@
-"""The logic shared by :class:`M3Store` and :class:`AsyncM3Store`: ids, plans, and turning
-backend hits into results. No I/O here, so sync and async stores cannot drift apart."""
+"""What :class:`M3Store` and :class:`AsyncM3Store` share, written once.
+
+Every store operation (argument checks, request building, id mapping, the ColBERT length
+rule, result conversion) is a coroutine of :class:`StoreOperations` that reaches I/O only
+through two hooks, ``_io`` (a backend call) and ``_encode`` (the encoder):
+
+- :class:`AsyncM3Store` inherits the coroutines as they are; its hooks await real I/O
+  (``AsyncQdrantClient`` natively, or the Edge engine on its worker thread).
+- :class:`M3Store`'s hooks call the sync backend and encoder directly and never suspend, so
+  :func:`blocking` runs an operation to its end with a single ``send``: no event loop, no
+  thread, a plain function call.
+
+So the sync and async stores cannot drift apart: there is one body per operation.
+"""
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from tqdm.auto import tqdm
 
 from m3_rag.scoring import dense_scores, lexical_score, maxsim_score
 from m3_rag.store.backends.base import Hit
-from m3_rag.store.ids import UserId, check_user_id, to_point_id
+from m3_rag.store.filters import Condition, FilterLike, FilterNode, as_filter
+from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
+from m3_rag.store.ingest import batched_inputs, max_colbert_rows, prepare_points
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
-from m3_rag.store.queries import MODE_OUTPUTS, QueryPlan, check_mode
+from m3_rag.store.queries import DEFAULT_MODE, DEFAULT_RRF_K, DEFAULT_WEIGHTS, MODE_OUTPUTS, QueryPlan, build_plan, check_mode
 from m3_rag.store.results import SearchResult, StoredPoint
-from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema
+from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema, schema_from_encoder
 from m3_rag.types import M3Output, OutputName
 
 __all__ = [
+    "DEFAULT_COLLECTION",
+    "StoreCore",
+    "StoreOperations",
+    "blocking",
     "new_ids",
     "query_outputs",
     "point_ids_of",
+    "required_filter",
     "to_search_results",
     "to_stored_points",
     "backend_location",
+    "make_backend",
 ]
 
+DEFAULT_COLLECTION = "m3"
+SCROLL_PAGE = 256  # points per request when scroll(limit=None) fetches everything
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+# ------------------------------------------------------------------------------------ helpers
 def new_ids(n: int) -> list[UserId]:
     """Fresh ids for texts added without ids (random: re-adding such texts makes new points)."""
     return [str(uuid.uuid4()) for _ in range(n)]
@@ -44,9 +74,45 @@ def point_ids_of(ids: Sequence[UserId]) -> list:
     return [to_point_id(check_user_id(i)) for i in ids]
 
 
+def check_doc_id(doc_id: str) -> str:
+    if not isinstance(doc_id, str):
+        raise TypeError(f"doc_id {doc_id!r} is a {type(doc_id).__name__}; expected a str. Fix: pass str(doc_id).")
+    return doc_id
+
+
+def required_filter(filter: FilterLike, what: str) -> FilterNode:
+    """A filter that must select something: ``None`` or ``{}`` would mean every point, which a
+    delete never takes silently."""
+    node = None if isinstance(filter, Mapping) and not filter else as_filter(filter)
+    if node is None:
+        raise ValueError(
+            f"{what}() got the filter {filter!r}, which would match every point; expected a non-empty filter. "
+            "Fix: pass a filter, or call clear() to delete every point."
+        )
+    return node
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit={limit!r}; expected a positive int (points per page).")
+    return limit
+
+
 def _user_id(hit: Hit) -> UserId:
     # Points written by other tools may lack our `id` key; their point id is then the id.
     return hit.payload.get(ID_KEY, hit.point_id)
+
+
+def _record_fields(hit: Hit) -> dict[str, Any]:
+    """The fields every result type has, read from the shared payload layout."""
+    p = hit.payload
+    return {
+        "id": _user_id(hit),
+        "text": p.get(TEXT_KEY, ""),
+        "metadata": dict(p.get(METADATA_KEY) or {}),
+        "doc_id": p.get(DOC_ID_KEY),
+        "extra": dict(p.get(EXTRA_KEY) or {}),
+    }
 
 
 def _mode_scores(hit: Hit, query: M3Output, schema: StoreSchema, max_query_tokens: int | None) -> dict[str, float]:
@@ -71,45 +137,28 @@ def to_search_results(
     with_mode_scores: bool,
     max_query_tokens: int | None = None,
 ) -> list[SearchResult]:
-    results = []
-    for hit in hits:
-        p = hit.payload
-        results.append(
-            SearchResult(
-                id=_user_id(hit),
-                text=p.get(TEXT_KEY, ""),
-                metadata=dict(p.get(METADATA_KEY) or {}),
-                doc_id=p.get(DOC_ID_KEY),
-                score=hit.score / plan.score_divisor,
-                mode_scores=_mode_scores(hit, query, schema, max_query_tokens) if with_mode_scores else None,
-                extra=dict(p.get(EXTRA_KEY) or {}),
-            )
+    return [
+        SearchResult(
+            **_record_fields(hit),
+            score=hit.score / plan.score_divisor,
+            mode_scores=_mode_scores(hit, query, schema, max_query_tokens) if with_mode_scores else None,
         )
-    return results
+        for hit in hits
+    ]
 
 
-def to_stored_points(hits: Sequence[Hit], point_ids: Sequence[Any]) -> list[StoredPoint]:
-    """Stored points in the order asked for; ids that were not found are simply absent."""
+def _stored_point(hit: Hit) -> StoredPoint:
+    v = hit.vectors
+    return StoredPoint(**_record_fields(hit), dense=v.get(DENSE), sparse=v.get(SPARSE), colbert=v.get(COLBERT))
+
+
+def to_stored_points(hits: Sequence[Hit], point_ids: Sequence[Any] | None = None) -> list[StoredPoint]:
+    """Stored points in the order of ``point_ids`` (ids not found are simply absent), or in the
+    hits' own order when ``point_ids`` is None."""
+    if point_ids is None:
+        return [_stored_point(h) for h in hits]
     by_id = {str(h.point_id): h for h in hits}
-    out = []
-    for pid in dict.fromkeys(str(p) for p in point_ids):
-        hit = by_id.get(pid)
-        if hit is None:
-            continue
-        p, v = hit.payload, hit.vectors
-        out.append(
-            StoredPoint(
-                id=_user_id(hit),
-                text=p.get(TEXT_KEY, ""),
-                metadata=dict(p.get(METADATA_KEY) or {}),
-                doc_id=p.get(DOC_ID_KEY),
-                extra=dict(p.get(EXTRA_KEY) or {}),
-                dense=v.get(DENSE),
-                sparse=v.get(SPARSE),
-                colbert=v.get(COLBERT),
-            )
-        )
-    return out
+    return [_stored_point(by_id[pid]) for pid in dict.fromkeys(str(p) for p in point_ids) if pid in by_id]
 
 
 def backend_location(path: Any, location: Any, url: Any, client: Any) -> str:
@@ -122,4 +171,271 @@ def backend_location(path: Any, location: Any, url: Any, client: Any) -> str:
         )
     return next(iter(given))
 
+
+def make_backend(
+    asynchronous: bool, path: Any, location: Any, url: Any, client: Any, collection: str, api_key: Any,
+    prefer_grpc: bool, shard_number: Any, replication_factor: Any, client_kwargs: dict[str, Any],
+) -> Any:  # fmt: skip
+    """The backend the constructor arguments select: Edge for ``path=``, else qdrant-client
+    (``AsyncQdrantClient`` and the async backends when ``asynchronous``)."""
+    kind = backend_location(path, location, url, client)
+    if kind == "path":
+        from m3_rag.store.backends.edge import AsyncEdgeBackend, EdgeBackend
+
+        return (AsyncEdgeBackend if asynchronous else EdgeBackend)(path, collection)
+    from qdrant_client import AsyncQdrantClient, QdrantClient
+
+    from m3_rag.store.backends.client import AsyncClientBackend, ClientBackend, ServerOptions
+
+    client_cls = AsyncQdrantClient if asynchronous else QdrantClient
+    if kind == "client":
+        if not isinstance(client, client_cls):
+            raise TypeError(f"client= takes a qdrant_client.{client_cls.__name__}, found {type(client).__name__}.")
+        qc = client
+    elif kind == "location":
+        qc = client_cls(location=location, **client_kwargs)
+    else:
+        qc = client_cls(url=url, api_key=api_key, prefer_grpc=prefer_grpc, **client_kwargs)
+    backend_cls = AsyncClientBackend if asynchronous else ClientBackend
+    return backend_cls(qc, collection, ServerOptions(shard_number, replication_factor))
+
+
+# --------------------------------------------------------------------------------- the stores
+class StoreCore:
+    """The constructor and state of both stores, and the two I/O hooks the operations use."""
+
+    #: Whether the backend's calls are coroutines (set by the subclass).
+    asynchronous = False
+
+    def __init__(
+        self,
+        encoder: Any,
+        path: str | Path | None = None,
+        *,
+        location: str | None = None,
+        url: str | None = None,
+        client: Any = None,
+        collection: str = DEFAULT_COLLECTION,
+        api_key: str | None = None,
+        prefer_grpc: bool = False,
+        shard_number: int | None = None,
+        replication_factor: int | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        self.encoder = encoder
+        self.collection = collection
+        self.schema: StoreSchema = schema_from_encoder(encoder)
+        self.backend: Any = make_backend(
+            self.asynchronous, path, location, url, client, collection, api_key, prefer_grpc,
+            shard_number, replication_factor, client_kwargs,
+        )  # fmt: skip
+        self._started()
+
+    def _started(self) -> None:
+        """Called at the end of the constructor (the sync store opens its collection here)."""
+
+    async def _io(self, call: Callable[..., Any], *args: Any) -> Any:
+        """Run one backend call (``call`` is a bound method of ``self.backend``)."""
+        raise NotImplementedError
+
+    async def _encode(self, kind: str, texts: list[str], outputs: tuple[OutputName, ...]) -> M3Output:
+        """``encoder.encode_documents`` (kind ``"documents"``) or ``encode_queries`` (``"queries"``)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(collection={self.collection!r}, backend={type(self.backend).__name__}, "
+            f"outputs={self.schema.outputs})"
+        )
+
+
+class StoreOperations(StoreCore):
+    """Every store operation, once, as a coroutine (the async store's public methods; the sync
+    store wraps each in :func:`blocking`). One operation calls another through this class, not
+    ``self``, so that it gets the coroutine on the sync store too."""
+
+    # ----------------------------------------------------------------------------- writes
+    async def add_texts(
+        self,
+        texts: Iterable[str],
+        ids: Iterable[UserId] | None = None,
+        metadatas: Iterable[Mapping[str, Any] | None] | None = None,
+        doc_ids: Iterable[str | None] | None = None,
+        *,
+        extras: Iterable[Mapping[str, Any] | None] | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+        skip_existing: bool = False,
+    ) -> list[UserId]:
+        """Encode (one pass per batch, all outputs) and upsert, streaming; returns the ids.
+
+        Re-adding an id overwrites its point. ``skip_existing=True`` (needs ``ids``) skips the
+        texts whose id is already stored without encoding them: an interrupted ingestion
+        resumes where it stopped, without duplicates.
+        """
+        if skip_existing and ids is None:
+            raise ValueError("skip_existing=True needs ids= to know what is stored. Fix: pass stable ids.")
+        total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
+        added: list[UserId] = []
+        with tqdm(total=total, disable=not show_progress, unit="text", desc="indexing") as bar:
+            for b_texts, b_ids, b_meta, b_docs, b_extra in batched_inputs(texts, ids, metadatas, doc_ids, extras, batch_size):
+                b_ids = b_ids if b_ids is not None else new_ids(len(b_texts))
+                rows = list(range(len(b_texts)))
+                if skip_existing:
+                    stored = {str(h.point_id) for h in await self._io(self.backend.retrieve, point_ids_of(b_ids))}
+                    rows = [i for i in rows if str(to_point_id(b_ids[i])) not in stored]
+                if rows:
+                    pick = (lambda col: None if col is None else [col[i] for i in rows])  # noqa: E731
+                    sub_texts = pick(b_texts)
+                    encoded = await self._encode("documents", sub_texts, self.schema.outputs)
+                    await StoreOperations.add_encoded(
+                        self, sub_texts, encoded, pick(b_ids), pick(b_meta), pick(b_docs), pick(b_extra)
+                    )
+                added.extend(b_ids)
+                bar.update(len(b_texts))
+        return added
+
+    async def add_encoded(
+        self,
+        texts: Sequence[str],
+        encoded: M3Output,
+        ids: Sequence[UserId] | None = None,
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        doc_ids: Sequence[str | None] | None = None,
+        extras: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> list[UserId]:
+        """Upsert texts already encoded (e.g. by a framework's embedding class); one write."""
+        ids = list(ids) if ids is not None else new_ids(len(texts))
+        points = prepare_points(
+            list(texts), encoded, self.schema, ids=ids, metadatas=metadatas, doc_ids=doc_ids, extras=extras
+        )
+        await self._io(self.backend.upsert, points)
+        return ids
+
+    # ------------------------------------------------------------------------------ reads
+    async def search(
+        self,
+        query: str,
+        mode: str = DEFAULT_MODE,
+        k: int = 10,
+        filter: FilterLike = None,
+        prefetch_k: int | tuple[int, int] | None = None,
+        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        with_mode_scores: bool = False,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[SearchResult]:
+        """Encode the query (only the outputs the mode needs) and run one ``query_points``.
+
+        The other arguments are :meth:`search_encoded`'s.
+        """
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, found {type(query).__name__}. Fix: use search_encoded for vectors.")
+        encoded = await self._encode("queries", [query], query_outputs(mode, self.schema, with_mode_scores))
+        args = (mode, k, filter, prefetch_k, weights, with_mode_scores, rrf_k)
+        return await StoreOperations.search_encoded(self, encoded, *args)
+
+    async def search_encoded(
+        self,
+        query: M3Output,
+        mode: str = DEFAULT_MODE,
+        k: int = 10,
+        filter: FilterLike = None,
+        prefetch_k: int | tuple[int, int] | None = None,
+        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        with_mode_scores: bool = False,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[SearchResult]:
+        """Search with an already encoded query (one row); one ``query_points`` round trip.
+
+        ``mode``: dense, sparse, hybrid, hybrid+rerank or m3 (see ``docs/architecture.md``);
+        ``filter``: a filter node or a Mongo-style dict; ``prefetch_k``: candidates per
+        prefetch, an int or (dense, sparse); ``weights``: (dense, sparse, colbert) of ``m3``;
+        ``with_mode_scores``: add each hit's dense/sparse/ColBERT scores; ``rrf_k``: RRF's k.
+        """
+        max_tokens = max_colbert_rows(self.schema.colbert_dim) if self.schema.colbert_dim else None
+        plan = build_plan(
+            mode, query, self.schema, k=k, prefetch_k=prefetch_k, weights=weights, rrf_k=rrf_k,
+            filter=as_filter(filter), max_query_tokens=max_tokens,
+        )  # fmt: skip
+        hits = await self._io(self.backend.query, plan, with_mode_scores)
+        return to_search_results(hits, plan, query, self.schema, with_mode_scores, max_tokens)
+
+    async def get(self, ids: Sequence[UserId], with_vectors: bool = False) -> list[StoredPoint]:
+        """The stored points for ``ids``, in that order; ids not stored are simply absent."""
+        pids = point_ids_of(ids)
+        return to_stored_points(await self._io(self.backend.retrieve, pids, with_vectors), pids)
+
+    async def scroll(
+        self,
+        filter: FilterLike = None,
+        *,
+        limit: int | None = 10,
+        offset: UserId | None = None,
+        with_vectors: bool = False,
+    ) -> tuple[list[StoredPoint], PointId | None]:
+        """One page of stored points, as Qdrant's ``scroll``: ``(points, next_offset)``.
+
+        Points come in point-id order, at most ``limit`` of them, those matching ``filter``
+        only (a filter node or a Mongo-style dict; ``None``: all). Pass ``next_offset`` back as
+        ``offset=`` for the next page; it is ``None`` after the last page. It is a point id
+        (an int or a UUID string), which ``offset=`` takes as any id. ``limit=None`` returns
+        every matching point from ``offset`` on (fetched in pages), and ``None`` as offset.
+        """
+        flt, start = as_filter(filter), None if offset is None else to_point_id(offset)
+        page_size = SCROLL_PAGE if limit is None else _check_limit(limit)
+        points: list[StoredPoint] = []
+        while True:
+            hits, start = await self._io(self.backend.scroll, flt, page_size, start, with_vectors)
+            points += to_stored_points(hits)
+            if limit is not None or start is None:
+                return points, start
+
+    async def count(self, filter: FilterLike = None) -> int:
+        """How many points match ``filter`` (all points for ``None``); exact."""
+        return await self._io(self.backend.count, as_filter(filter))
+
+    # ------------------------------------------------------------------------ maintenance
+    async def delete(self, ids: Sequence[UserId]) -> None:
+        """Delete these points; ids not stored are ignored."""
+        await self._io(self.backend.delete, point_ids_of(ids))
+
+    async def delete_where(self, filter: FilterLike) -> None:
+        """Delete every point that matches ``filter`` (a filter node or a Mongo-style dict).
+
+        ``None`` or an empty filter raises instead of deleting everything: call :meth:`clear`
+        for that.
+        """
+        await self._io(self.backend.delete_where, required_filter(filter, "delete_where"))
+
+    async def delete_by_doc_id(self, doc_id: str) -> None:
+        """Delete every chunk of one source document (``doc_id`` is payload-indexed)."""
+        await self._io(self.backend.delete_where, Condition("$doc_id", "eq", check_doc_id(doc_id)))
+
+    async def clear(self) -> None:
+        """Delete every point; the collection and its schema stay."""
+        await self._io(self.backend.clear)
+
+    async def optimize(self) -> None:
+        """Build indexes now (Edge has no background optimizer; a no-op on a server)."""
+        await self._io(self.backend.optimize)
+
+
+def blocking(op: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]) -> Callable[Concatenate[Any, P], R]:
+    """The sync method for a :class:`StoreOperations` coroutine: runs it to its end at once.
+
+    The sync store's hooks never suspend, so one ``send`` completes the coroutine and its
+    result (or exception) comes back as from a plain call.
+    """
+
+    @functools.wraps(op)
+    def run(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        steps = op(self, *args, **kwargs)
+        try:
+            steps.send(None)
+        except StopIteration as done:
+            return done.value
+        steps.close()
+        raise RuntimeError(f"{op.__name__}() suspended on a sync store; its I/O hooks must not await.")
+
+    return run
 

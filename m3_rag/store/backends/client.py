@@ -128,6 +128,20 @@ def _query_kwargs(plan: QueryPlan, with_vectors: bool) -> dict[str, Any]:
     }
 
 
+def _scroll_kwargs(filter: FilterNode | None, limit: int, offset: PointId | None, with_vectors: bool) -> dict[str, Any]:
+    return {"scroll_filter": _maybe_filter(filter), "limit": limit, "offset": offset,
+            "with_payload": True, "with_vectors": with_vectors}  # fmt: skip
+
+
+def _page(result: tuple[list[Any], Any], with_vectors: bool) -> tuple[list[Hit], PointId | None]:
+    records, next_offset = result
+    return [_hit(r, with_vectors) for r in records], None if next_offset is None else _point_id(next_offset)
+
+
+def _point_id(pid: Any) -> PointId:
+    return pid if isinstance(pid, int) else str(pid)
+
+
 def _hit(point: Any, with_vectors: bool) -> Hit:
     vectors: dict[str, Any] = {}
     if with_vectors and isinstance(point.vector, dict):
@@ -227,6 +241,11 @@ class ClientBackend:
         recs = self.client.retrieve(self.collection, list(point_ids), with_payload=True, with_vectors=with_vectors)
         return [_hit(r, with_vectors) for r in recs]
 
+    def scroll(
+        self, filter: FilterNode | None, limit: int, offset: PointId | None = None, with_vectors: bool = False
+    ) -> tuple[list[Hit], PointId | None]:
+        return _page(self.client.scroll(self.collection, **_scroll_kwargs(filter, limit, offset, with_vectors)), with_vectors)
+
     def delete(self, point_ids: Sequence[PointId]) -> None:
         if point_ids:
             self.client.delete(self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
@@ -282,6 +301,12 @@ class AsyncClientBackend:
             return []
         recs = await self.client.retrieve(self.collection, list(point_ids), with_payload=True, with_vectors=with_vectors)
         return [_hit(r, with_vectors) for r in recs]
+
+    async def scroll(
+        self, filter: FilterNode | None, limit: int, offset: PointId | None = None, with_vectors: bool = False
+    ) -> tuple[list[Hit], PointId | None]:
+        result = await self.client.scroll(self.collection, **_scroll_kwargs(filter, limit, offset, with_vectors))
+        return _page(result, with_vectors)
 
     async def delete(self, point_ids: Sequence[PointId]) -> None:
         if point_ids:

@@ -139,6 +139,18 @@ class EdgeBackend:
         records = self.shard.retrieve(list(point_ids), with_payload=True, with_vector=with_vectors)
         return [_hit(r, 0.0, with_vectors) for r in records]
 
+    def scroll(
+        self, filter: FilterNode | None, limit: int, offset: PointId | None = None, with_vectors: bool = False
+    ) -> tuple[list[Hit], PointId | None]:
+        """One page in point-id order and the next page's first id (None after the last page)."""
+        request = qe.ScrollRequest(
+            offset=offset, limit=limit, filter=_maybe_filter(filter), with_payload=True, with_vector=with_vectors
+        )
+        records, next_offset = self.shard.scroll(request)
+        if isinstance(next_offset, uuid.UUID):
+            next_offset = str(next_offset)
+        return [_hit(r, 0.0, with_vectors) for r in records], next_offset
+
     def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
         flt = _maybe_filter(plan.filter)
         request = qe.QueryRequest(
@@ -280,6 +292,11 @@ class AsyncEdgeBackend:
 
     async def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
         return await self._run(self.sync.retrieve, point_ids, with_vectors)
+
+    async def scroll(
+        self, filter: FilterNode | None, limit: int, offset: PointId | None = None, with_vectors: bool = False
+    ) -> tuple[list[Hit], PointId | None]:
+        return await self._run(self.sync.scroll, filter, limit, offset, with_vectors)
 
     async def delete(self, point_ids: Sequence[PointId]) -> None:
         await self._run(self.sync.delete, point_ids)
