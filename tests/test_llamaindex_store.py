@@ -362,13 +362,34 @@ def test_get_delete_nodes_and_clear(vs, index) -> None:
     assert index.as_retriever().retrieve(TEXTS[0]) == []
 
 
-def test_filtered_get_and_delete_are_refused_not_ignored(vs, index) -> None:
-    flt = MetadataFilters(filters=[F(key="topic", value="earth")])
-    with pytest.raises(NotImplementedError, match="filters"):
-        vs.get_nodes(filters=flt)
-    with pytest.raises(NotImplementedError, match="filters"):
-        vs.delete_nodes(node_ids=["x"], filters=flt)
-    assert vs.client.count() == len(TEXTS)
+def _docs(nodes) -> list[str]:
+    return sorted(n.ref_doc_id for n in nodes)
+
+
+def test_get_and_delete_nodes_by_filters_and_node_ids(vs, index) -> None:
+    earth = MetadataFilters(filters=[F(key="topic", value="earth")])
+    everything = MetadataFilters(filters=[F(key="year", value=0, operator=">")])
+    node_of = {n.ref_doc_id: n.node_id for n in vs.get_nodes(filters=everything)}
+    assert len(node_of) == len(TEXTS)
+    got = vs.get_nodes(filters=earth)
+    assert _docs(got) == ["doc-2", "doc-7"] and all(n.metadata == META[int(n.ref_doc_id[4:])] for n in got)
+    # node_ids and filters: a node must match both; the order is node_ids'.
+    asked = [node_of["doc-7"], node_of["doc-0"], node_of["doc-2"]]
+    assert [n.ref_doc_id for n in vs.get_nodes(node_ids=asked, filters=earth)] == ["doc-7", "doc-2"]
+    assert vs.get_nodes(node_ids=[], filters=earth) == []
+    sport_or_recent = MetadataFilters(
+        filters=[F(key="topic", value="sport"), F(key="year", value=2021, operator=">=")], condition="or"
+    )
+    assert _docs(vs.get_nodes(filters=sport_or_recent)) == ["doc-3", "doc-6", "doc-7"]
+
+    vs.delete_nodes(node_ids=[node_of["doc-0"], node_of["doc-2"]], filters=earth)  # doc-0 is not earth: kept
+    assert vs.client.count() == len(TEXTS) - 1 and _docs(vs.get_nodes(filters=earth)) == ["doc-7"]
+    vs.delete_nodes(filters=sport_or_recent)
+    assert _docs(vs.get_nodes(filters=everything)) == ["doc-0", "doc-1", "doc-4", "doc-5"]
+    for nothing in ({}, {"filters": MetadataFilters(filters=[])}):
+        with pytest.raises(ValueError, match=r"call clear\(\)"):
+            vs.delete_nodes(**nothing)
+    assert vs.client.count() == 4  # a refused delete deletes nothing
 
 
 def test_reopening_the_edge_path_finds_everything(tiny_encoder, tmp_path) -> None:
@@ -407,6 +428,16 @@ async def _exercise_async(store: M3VectorStore) -> None:
     await store.adelete("doc-0")
     await store.adelete_nodes(node_ids=[ids[1]])
     assert await store.aget_nodes(node_ids=ids[:3]) == [n for n in await store.aget_nodes(node_ids=[ids[2]])]
+    earth = MetadataFilters(filters=[F(key="topic", value="earth")])
+    assert {n.node_id for n in await store.aget_nodes(filters=earth)} == {ids[2], ids[7]}
+    got = await store.aget_nodes(node_ids=[ids[7], ids[3], ids[2]], filters=earth)
+    assert [n.node_id for n in got] == [ids[7], ids[2]]
+    await store.adelete_nodes(node_ids=[ids[3], ids[7]], filters=earth)  # ids[3] is sport: kept
+    assert [n.node_id for n in await store.aget_nodes(node_ids=[ids[3], ids[7], ids[2]])] == [ids[3], ids[2]]
+    await store.adelete_nodes(filters=earth)
+    assert await store.aget_nodes(filters=earth) == []
+    with pytest.raises(ValueError, match=r"call clear\(\)"):
+        await store.adelete_nodes()
     await store.aclear()
     assert await store.aget_nodes(node_ids=ids) == []
 

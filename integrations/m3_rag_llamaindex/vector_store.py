@@ -43,7 +43,7 @@ from pydantic import Field, PrivateAttr
 from tqdm.auto import tqdm
 
 from m3_rag.cache import CachedEncoder
-from m3_rag.store import DEFAULT_COLLECTION, DEFAULT_WEIGHTS, AsyncM3Store, M3Store
+from m3_rag.store import DEFAULT_COLLECTION, DEFAULT_WEIGHTS, AsyncM3Store, M3Store, StoredPoint
 from m3_rag.store.filters import And, Condition, FilterNode
 from m3_rag.types import M3Output
 from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached
@@ -214,15 +214,24 @@ class M3VectorStore(BasePydanticVectorStore):
     def delete_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
     ) -> None:
-        """Delete the nodes with these ids (``filters`` are not supported yet: see below)."""
-        self._sync().delete(_ids_only(node_ids, filters, "delete_nodes"))
+        """Delete the nodes that have one of ``node_ids`` and match ``filters`` (both, when both
+        are given, as LlamaIndex's stores do); one of them is needed (``clear()`` deletes all)."""
+        ids, flt = _selection(node_ids, filters, "delete_nodes")
+        if flt is None:
+            self._sync().delete(ids)
+        else:
+            self._sync().delete_where(flt)
 
     async def adelete_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
     ) -> None:
         if self._astore is None:
             return await self._in_worker(self.delete_nodes, node_ids, filters)
-        await self._astore.delete(_ids_only(node_ids, filters, "adelete_nodes"))
+        ids, flt = _selection(node_ids, filters, "adelete_nodes")
+        if flt is None:
+            await self._astore.delete(ids)
+        else:
+            await self._astore.delete_where(flt)
 
     def clear(self) -> None:
         """Delete every node; the collection (and its schema) stays."""
@@ -235,17 +244,21 @@ class M3VectorStore(BasePydanticVectorStore):
 
     # ------------------------------------------------------------------------------ reading
     def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
-        """The stored nodes with these ids, in that order (ids not stored are absent)."""
-        points = self._sync().get(_ids_only(node_ids, filters, "get_nodes"))
-        return [record_to_node(p.id, p.text, p.metadata, p.doc_id, p.extra) for p in points]
+        """The stored nodes that have one of ``node_ids`` and match ``filters`` (both, when both
+        are given), in the order of ``node_ids`` (ids not stored are absent), else in the
+        store's order."""
+        ids, flt = _selection(node_ids, filters, "get_nodes")
+        store = self._sync()
+        return _to_nodes(store.get(ids) if flt is None else store.scroll(flt, limit=None)[0], ids)
 
     async def aget_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         if self._astore is None:
             return await self._in_worker(self.get_nodes, node_ids, filters)
-        points = await self._astore.get(_ids_only(node_ids, filters, "aget_nodes"))
-        return [record_to_node(p.id, p.text, p.metadata, p.doc_id, p.extra) for p in points]
+        ids, flt = _selection(node_ids, filters, "aget_nodes")
+        points = await self._astore.get(ids) if flt is None else (await self._astore.scroll(flt, limit=None))[0]
+        return _to_nodes(points, ids)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         mode, k, prefetch_k, weights = self._plan(query)
@@ -357,18 +370,29 @@ class M3VectorStore(BasePydanticVectorStore):
         return None if not parts else parts[0] if len(parts) == 1 else And(parts)
 
 
-def _ids_only(node_ids: list[str] | None, filters: MetadataFilters | None, what: str) -> list[str]:
-    if filters is not None and filters.filters:
-        raise NotImplementedError(
-            f"{what}(filters=...) needs a filtered scroll/delete in the core store (m3_rag.store), "
-            "which it does not offer yet. Fix: pass node_ids (e.g. from a filtered retrieval)."
-        )
-    if node_ids is None:
+def _selection(
+    node_ids: list[str] | None, filters: MetadataFilters | None, what: str
+) -> tuple[list[str] | None, FilterNode | None]:
+    """What ``get_nodes``/``delete_nodes`` select, as LlamaIndex's own stores do: ``(ids, None)``
+    for ids alone (a plain get/delete by id), else ``(ids, filter)`` with the ids ANDed into the
+    filter, since a node must match both (a filtered scroll/delete)."""
+    flt = to_core_filter(filters)
+    if node_ids is None and flt is None:
         raise ValueError(
-            f"{what}() got no node_ids; expected a list of node ids. "
-            + ("Fix: call clear() to remove everything." if "delete" in what else "Fix: pass node_ids.")
+            f"{what}() got no node_ids and no filters; expected node ids and/or metadata filters. "
+            + ("Fix: call clear() to remove everything." if "delete" in what else "Fix: pass node_ids or filters.")
         )
-    return list(node_ids)
+    ids = None if node_ids is None else list(node_ids)
+    if flt is None or ids == []:  # ids alone; no ids: nothing can match both
+        return ids or [], None
+    return ids, flt if ids is None else And([Condition("$id", "in", ids), flt])
+
+
+def _to_nodes(points: Sequence[StoredPoint], ids: list[str] | None) -> list[BaseNode]:
+    if ids is not None:  # the order asked for (a filtered scroll returns the store's order)
+        rank = {str(node_id): i for i, node_id in enumerate(dict.fromkeys(ids))}
+        points = sorted(points, key=lambda p: rank.get(str(p.id), len(rank)))
+    return [record_to_node(p.id, p.text, p.metadata, p.doc_id, p.extra) for p in points]
 
 
 def _add_args(records: list[NodeRecord], encoded: M3Output) -> tuple[Any, ...]:
