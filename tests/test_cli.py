@@ -126,6 +126,29 @@ def test_index_search_reindex_change_delete(cli, corpus, tiny_encoder, tmp_path)
     assert code == 0 and stored(tiny_encoder, tmp_path)[0] == 0
 
 
+def test_delete_by_metadata_filter(cli, corpus, tiny_encoder, tmp_path):
+    index_json(cli, str(corpus))
+    total, _ = stored(tiny_encoder, tmp_path)
+    with M3Store(tiny_encoder, path=tmp_path / "index") as store:
+        matching = store.count({"file": "qdrant.md"})
+    assert 1 <= matching < total
+    code, out, err = cli("delete", "--filter", '{"file": "qdrant.md"}')
+    assert code == 0, err
+    assert f"deleted {matching} chunk(s); {total - matching} left" in out
+    after, per_doc = stored(tiny_encoder, tmp_path)
+    assert after == total - matching and str(corpus / "qdrant.md") not in per_doc
+    # a filter that matches nothing says so and fails; one that matches everything is refused
+    for args, exit_code, words in [
+        (("--filter", '{"file": "qdrant.md"}'), 1, "nothing stored for filter"),
+        (("--filter", "{}"), 2, "--all --yes"),
+        (("-f", '{"year": {"$between": 1}}'), 2, "unknown filter operator"),
+        (("--filter", "{year"), 2, "not valid JSON"),
+    ]:
+        code, out, err = cli("delete", *args)
+        assert code == exit_code and words in err and len(err.strip().splitlines()) == 1, err
+    assert stored(tiny_encoder, tmp_path)[0] == after
+
+
 def test_search_json_filter_and_modes(cli, corpus):
     index_json(cli, str(corpus))
     for mode in ("dense", "sparse", "hybrid", "hybrid+rerank", "m3"):

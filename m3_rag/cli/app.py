@@ -203,6 +203,9 @@ def delete_command(
         Optional[list[Path]], typer.Option("--source", "-s", help="delete every chunk of this indexed file (repeatable)")
     ] = None,
     ids: Annotated[Optional[list[str]], typer.Option("--id", help="delete this chunk id, e.g. 'PATH:0' (repeatable)")] = None,
+    filter: Annotated[
+        Optional[str], typer.Option("--filter", "-f", help='delete every chunk matching this metadata filter (JSON, as search --filter)')
+    ] = None,
     all_chunks: Annotated[bool, typer.Option("--all", help="delete every chunk (needs --yes)")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="confirm --all")] = False,
     model: ModelOpt = DEFAULT_CLI_MODEL,
@@ -213,11 +216,13 @@ def delete_command(
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = "m3",
 ) -> None:
-    """Delete chunks by source file (--source), by chunk id (--id), or all of them (--all --yes)."""
+    """Delete chunks by source file (--source), by chunk id (--id), by metadata filter (--filter),
+    or all of them (--all --yes)."""
     sources = [str(s.expanduser().resolve()) for s in source or []]
     ids = list(ids or [])
-    if not (sources or ids or all_chunks):
-        raise CliError("nothing to delete; expected --source FILE, --id CHUNK_ID or --all --yes.", EXIT_USAGE)
+    flt = _delete_filter(filter)
+    if not (sources or ids or flt is not None or all_chunks):
+        raise CliError("nothing to delete; expected --source FILE, --id CHUNK_ID, --filter JSON or --all --yes.", EXIT_USAGE)
     if all_chunks and not yes:
         raise CliError("--all deletes every chunk of the collection; add --yes to confirm.", EXIT_USAGE)
     where = StoreOptions(path, url, api_key, collection)
@@ -241,12 +246,30 @@ def delete_command(
             missing += [f"id {i}" for i in ids if i not in present]
             store.delete(ids)
             deleted += len(present)
+        if flt is not None:  # last: it counts what the other options left
+            n = store.count(flt)
+            if n == 0:
+                missing.append(f"filter {filter}")
+            else:
+                store.delete_where(flt)
+            deleted += n
         left = store.count()
     finally:
         store.close()
     typer.echo(f"deleted {deleted} chunk(s); {left} left in {where.describe()}")
     if missing and not all_chunks:
         raise CliError(f"nothing stored for {', '.join(missing)} (the rest was deleted).")
+
+
+def _delete_filter(text: str | None) -> object:
+    """``--filter`` for delete: as search's, but one that matches everything is refused."""
+    try:
+        everything = text is not None and json.loads(text) == {}
+    except json.JSONDecodeError:
+        everything = False  # parse_filter_json reports it
+    if everything:
+        raise CliError("--filter {} matches every chunk; expected at least one condition. Fix: use --all --yes.", EXIT_USAGE)
+    return parse_filter_json(text)
 
 
 # ---------------------------------------------------------------------------------------- demo
