@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEFAULT_MODEL", "resolve_encoder"]
+from pydantic import BaseModel, ConfigDict, model_validator
+
+__all__ = ["DEFAULT_MODEL", "resolve_encoder", "EncoderFields"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 
@@ -33,3 +35,20 @@ def resolve_encoder(encoder: Any, model_name: str | None, device: str | None, ow
     from m3_rag.encoder import M3Encoder
 
     return CachedEncoder(M3Encoder.from_pretrained(model_name or DEFAULT_MODEL, device=device))
+
+
+class EncoderFields(BaseModel):
+    """The fields the embedding classes share: which model (``model_name`` or a ready
+    ``encoder``), its ``device``, and progress bars; the encoder is resolved on validation."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
+
+    model_name: str | None = None
+    encoder: Any = None
+    device: str | None = None
+    show_progress: bool = False
+
+    @model_validator(mode="after")
+    def _load(self) -> Any:
+        self.encoder = resolve_encoder(self.encoder, self.model_name, self.device, type(self).__name__)
+        return self

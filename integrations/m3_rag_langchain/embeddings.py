@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
-from pydantic import BaseModel, ConfigDict, model_validator
 
-from m3_rag_langchain._encoder import resolve_encoder
+from m3_rag_langchain._encoder import EncoderFields
 
 __all__ = ["BGEM3Embeddings"]
 
 
-class BGEM3Embeddings(BaseModel, Embeddings):
+class BGEM3Embeddings(EncoderFields, Embeddings):
     """Dense BGE-M3 embeddings (L2-normalised, so dot product = cosine).
 
     Pass ``model_name`` (a hub id, local directory or ``"m3-mini"``) to load a model, or
@@ -21,18 +18,6 @@ class BGEM3Embeddings(BaseModel, Embeddings):
     between this class, :class:`BGEM3SparseEmbeddings` and :class:`M3VectorStore` makes the
     model run once per text for all three representations.
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
-
-    model_name: str | None = None
-    encoder: Any = None
-    device: str | None = None
-    show_progress: bool = False
-
-    @model_validator(mode="after")
-    def _load(self) -> BGEM3Embeddings:
-        self.encoder = resolve_encoder(self.encoder, self.model_name, self.device, type(self).__name__)
-        return self
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         texts = list(texts)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from langchain_core.runnables.config import run_in_executor
 from langchain_qdrant.sparse_embeddings import SparseEmbeddings, SparseVector
-from pydantic import BaseModel, ConfigDict, model_validator
 
 from m3_rag.types import SparseVector as M3SparseVector
-from m3_rag_langchain._encoder import resolve_encoder
+from m3_rag_langchain._encoder import EncoderFields
 
 __all__ = ["BGEM3SparseEmbeddings", "to_langchain_sparse"]
 
@@ -19,25 +16,13 @@ def to_langchain_sparse(vector: M3SparseVector) -> SparseVector:
     return SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
 
 
-class BGEM3SparseEmbeddings(BaseModel, SparseEmbeddings):
+class BGEM3SparseEmbeddings(EncoderFields, SparseEmbeddings):
     """BGE-M3 sparse (lexical) weights: indices are tokenizer ids, values the learned weights.
 
     Works as ``sparse_embedding=`` of a stock ``langchain_qdrant.QdrantVectorStore`` in
     ``RetrievalMode.HYBRID``. Build it with ``encoder=dense_embeddings.encoder`` to share the
     model (and its cache) with :class:`BGEM3Embeddings`: the same texts then run the model once.
     """
-
-    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
-
-    model_name: str | None = None
-    encoder: Any = None
-    device: str | None = None
-    show_progress: bool = False
-
-    @model_validator(mode="after")
-    def _load(self) -> BGEM3SparseEmbeddings:
-        self.encoder = resolve_encoder(self.encoder, self.model_name, self.device, type(self).__name__)
-        return self
 
     def embed_documents(self, texts: list[str]) -> list[SparseVector]:
         texts = list(texts)
