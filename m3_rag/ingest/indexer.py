@@ -76,13 +76,15 @@ class IndexReport:
 
 
 def chunk_limit(encoder: Any) -> int:
-    """The most tokens a chunk may hold for this encoder (its document length minus special tokens)."""
+    """The most tokens a chunk may hold for this encoder (its document length minus special tokens).
+
+    The encoder's ``document_max_length`` is already capped at what the backbone reads
+    (:func:`m3_rag.loading.backbone_max_length`), so no position arithmetic is repeated here.
+    """
     limits = [int(encoder.config.document_max_length)]
-    positions = getattr(getattr(getattr(encoder, "model", None), "config", None), "max_position_embeddings", None)
-    if positions:
-        # RoBERTa-style models reserve pad_token_id + 1 positions.
-        offset = 2 if getattr(encoder.model.config, "model_type", "") in ("xlm-roberta", "roberta") else 0
-        limits.append(int(positions) - offset)
+    model_max = getattr(encoder.config, "model_max_length", None)
+    if model_max:
+        limits.append(int(model_max))
     specials = len(encoder.tokenizer("", add_special_tokens=True)["input_ids"])
     return min(limits) - specials
 
