@@ -103,3 +103,79 @@ def test_weight_selection_finds_the_mode_that_ranks_right():
     choice = select_weights(scores, data, step=0.5)
     assert choice.weights == (0.0, 1.0, 0.0) and choice.ndcg10 == pytest.approx(1.0)
     assert len(choice.tried) == len(weight_grid(0.5))
+
+
+def test_weight_grid_with_a_floor_keeps_every_mode():
+    from m3_rag.evaluation.weights import weight_grid
+
+    grid = weight_grid(0.1, min_weight=0.1)
+    assert len(grid) == 36 and all(min(w) >= 0.1 - 1e-9 and abs(sum(w) - 1) < 1e-6 for w in grid)
+    assert (0.0, 0.0, 1.0) not in grid and (0.1, 0.1, 0.8) in grid
+    with pytest.raises(ValueError, match="min_weight"):
+        weight_grid(0.1, min_weight=0.5)
+    with pytest.raises(ValueError, match="no grid point"):
+        weight_grid(0.5, min_weight=0.2)
+
+
+class _CountingEncoder:
+    """Wraps an encoder and counts the document texts it encodes."""
+
+    def __init__(self, inner):
+        self.inner, self.docs_encoded = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode_documents(self, texts, *args, **kwargs):
+        self.docs_encoded += len(texts)
+        return self.inner.encode_documents(texts, *args, **kwargs)
+
+
+def test_weight_selection_encodes_the_corpus_once_and_reports_the_choice(tiny_encoder, scifact_slice, monkeypatch):
+    import sys
+
+    from m3_rag.evaluation.runs import score_matrices
+    from m3_rag.evaluation.weights import select_weights
+
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return score_matrices(*args, **kwargs)
+
+    ev = sys.modules["m3_rag.evaluation.evaluate"]  # the package re-exports a function of the same name
+    monkeypatch.setattr(ev, "score_matrices", counted)
+    enc = _CountingEncoder(tiny_encoder)
+    report = evaluate(enc, scifact_slice, select_weights=True, weight_step=0.25, min_weight=0.25, pipeline=False,
+                      show_progress=False)  # fmt: skip
+    assert enc.docs_encoded == len(scifact_slice.doc_ids)  # once, not once for the choice and once for the table
+    assert len(calls) == 1  # one MaxSim pass too
+    choice = report.weight_choice
+    assert choice is not None and report.weights == choice.weights and min(choice.weights) >= 0.25
+    assert report.score("all").ndcg10 == pytest.approx(choice.ndcg10, abs=1e-9)  # the same "all" it chose by
+    # Same choice as selecting on separately computed score matrices.
+    q = tiny_encoder.encode_queries(scifact_slice.query_texts)
+    c = encode_corpus(tiny_encoder, scifact_slice.doc_texts, show_progress=False)
+    again = select_weights(score_matrices(q, c, show_progress=False), scifact_slice, step=0.25, min_weight=0.25)
+    assert again.weights == choice.weights
+    assert report.to_dict()["weights_selected_here"] is True and "(selected on this split)" in report.to_table()
+    with pytest.raises(ValueError, match="both weights and select_weights"):
+        evaluate(enc, scifact_slice, weights=(1, 1, 1), select_weights=True, pipeline=False, show_progress=False)
+
+
+def test_cli_selects_and_writes_weights(tiny_checkpoint, data_dir, tmp_path, capsys):
+    import shutil
+
+    from m3_rag.evaluation.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint, model)
+    with pytest.raises(SystemExit) as done:
+        main(["eval", str(data_dir / "scifact"), "--split", "train", "--model", str(model), "--max-queries", "4",
+              "--max-docs", "12", "--device", "cpu", "--no-progress", "--no-pipeline", "--select-weights",
+              "--write-weights", "--weight-step", "0.25", "--min-weight", "0.25"])  # fmt: skip
+    assert done.value.code == 0
+    written = json.loads((model / "m3_config.json").read_text())["weights"]
+    assert len(written) == 3 and min(written) >= 0.25 and sum(written) == pytest.approx(1.0)
+    out = capsys.readouterr().out
+    assert out.count("selected weights") == 1 and f"= {tuple(written)}" in out

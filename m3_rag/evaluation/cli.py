@@ -36,6 +36,9 @@ def eval_command(
                                                         "(fast re-evaluation of heads on a frozen backbone)")] = None,
     select_weights: Annotated[bool, typer.Option(help="pick mode weights on this split (use a TRAINING split)")] = False,
     write_weights: Annotated[bool, typer.Option(help="with --select-weights: store them in MODEL/m3_config.json")] = False,
+    weight_step: Annotated[float, typer.Option(help="with --select-weights: grid step over the simplex")] = 0.1,
+    min_weight: Annotated[float, typer.Option(help="with --select-weights: smallest weight of any mode (0 allows "
+                                              "single-mode and pair corners)")] = 0.1,
     device: Optional[str] = None,
     output: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON here")] = None,
     progress: bool = True,
@@ -53,6 +56,8 @@ def eval_command(
         w = tuple(float(p) for p in parts)
     if write_weights and not select_weights:
         raise typer.BadParameter("--write-weights needs --select-weights")
+    if select_weights and w is not None:
+        raise typer.BadParameter("--weights and --select-weights both given; expected one")
     data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
     if state_cache is not None:
         from m3_rag.train.states_encoder import StateCachedEncoder
@@ -62,31 +67,29 @@ def eval_command(
     else:
         lengths = {"document_max_length": doc_max_length} if doc_max_length else {}
         encoder = M3Encoder.from_pretrained(model, device=device, query_max_length=query_max_length, **lengths)
-    if select_weights:
-        w = _select(encoder, data, model, write_weights, progress)
-    report = evaluate(encoder, data, model_name=model, weights=w, pipeline=pipeline, index_path=index_path,
+    # One encode of the corpus (and one MaxSim pass) serves the weight selection and the table.
+    report = evaluate(encoder, data, model_name=model, weights=w, select_weights=select_weights,
+                      weight_step=weight_step, min_weight=min_weight, pipeline=pipeline, index_path=index_path,
                       prefetch_k=prefetch_k, show_progress=progress)  # fmt: skip
+    if report.weight_choice is not None:
+        choice = report.weight_choice
+        typer.echo(f"selected weights (dense, sparse, colbert) = {choice.weights} on {data.name} "
+                   f"(grid step {weight_step}, every weight >= {min_weight}): nDCG@10 {choice.ndcg10:.4f}")  # fmt: skip
+        if write_weights:
+            _write_weights(model, choice.weights)
     typer.echo(report.to_table())
     if output is not None:
         output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
 
 
-def _select(encoder, data, model: str, write: bool, progress: bool) -> tuple[float, float, float]:
-    from m3_rag.evaluation.runs import encode_corpus, score_matrices
-    from m3_rag.evaluation.weights import select_weights
+def _write_weights(model: str, weights: tuple[float, float, float]) -> None:
     from m3_rag.loading import M3_CONFIG, resolve_model
 
-    queries = encoder.encode_queries(data.query_texts)
-    corpus = encode_corpus(encoder, data.doc_texts, show_progress=progress)
-    choice = select_weights(score_matrices(queries, corpus, show_progress=progress), data)
-    typer.echo(f"selected weights (dense, sparse, colbert) = {choice.weights} on {data.name}: nDCG@10 {choice.ndcg10:.4f}")
-    if write:
-        config_file = resolve_model(model).heads_dir / M3_CONFIG
-        config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
-        config["weights"] = list(choice.weights)
-        config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        typer.echo(f"wrote the weights to {config_file}")
-    return choice.weights
+    config_file = resolve_model(model).heads_dir / M3_CONFIG
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else {}
+    config["weights"] = list(weights)
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    typer.echo(f"wrote the weights to {config_file}")
 
 
 def main(argv: list[str] | None = None) -> None:

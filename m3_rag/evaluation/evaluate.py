@@ -7,7 +7,7 @@ from pathlib import Path
 
 from m3_rag.evaluation.beir import BeirData
 from m3_rag.evaluation.report import EvalReport, score_runs
-from m3_rag.evaluation.runs import encode_corpus, exhaustive_runs, pipeline_runs
+from m3_rag.evaluation.runs import encode_corpus, exhaustive_runs, pipeline_runs, score_matrices
 
 __all__ = ["evaluate"]
 
@@ -18,19 +18,39 @@ def evaluate(
     *,
     model_name: str = "",
     weights: Sequence[float] | None = None,
+    select_weights: bool = False,
+    weight_step: float = 0.1,
+    min_weight: float = 0.1,
     pipeline: bool = True,
     index_path: str | Path | None = None,
     prefetch_k: int | None = None,
     show_progress: bool = True,
 ) -> EvalReport:
-    """Encode once, score every exhaustive mode (and the store pipeline), return the table."""
-    w = tuple(float(x) for x in (weights if weights is not None else encoder.config.default_weights))
-    if len(w) != 3:
-        raise ValueError(f"weights has {len(w)} values, expected 3: (dense, sparse, colbert)")
+    """Encode once, score every exhaustive mode (and the store pipeline), return the table.
+
+    With ``select_weights`` the (dense, sparse, colbert) weights are chosen on ``data`` itself
+    (:func:`m3_rag.evaluation.weights.select_weights`, grid step ``weight_step``, every weight
+    at least ``min_weight``) from the same encodings and score matrices the table is built
+    from: the corpus is encoded, and ColBERT's MaxSim computed, once. Use it on a TRAINING split.
+    """
+    if select_weights and weights is not None:
+        raise ValueError("both weights and select_weights given; expected one (fixed weights, or choose them)")
     queries = encoder.encode_queries(data.query_texts)
     corpus = encode_corpus(encoder, data.doc_texts, show_progress=show_progress)
-    runs = exhaustive_runs(queries, corpus, data, w, show_progress=show_progress)
+    scores = score_matrices(queries, corpus, show_progress=show_progress)
+    choice = None
+    if select_weights:
+        from m3_rag.evaluation.weights import select_weights as choose
+
+        choice = choose(scores, data, step=weight_step, min_weight=min_weight)
+        w = choice.weights
+    else:
+        w = tuple(float(x) for x in (weights if weights is not None else encoder.config.default_weights))
+    if len(w) != 3:
+        raise ValueError(f"weights has {len(w)} values, expected 3: (dense, sparse, colbert)")
+    runs = exhaustive_runs(queries, corpus, data, w, scores=scores, show_progress=show_progress)
     if pipeline:
         runs.update(pipeline_runs(encoder, queries, corpus, data, w, index_path=index_path,
                                   prefetch_k=prefetch_k, show_progress=show_progress))  # fmt: skip
-    return EvalReport(data.name, model_name, len(data.query_ids), len(data.doc_ids), w, score_runs(runs, data.qrels))  # type: ignore[arg-type]
+    return EvalReport(data.name, model_name, len(data.query_ids), len(data.doc_ids), w,  # type: ignore[arg-type]
+                      score_runs(runs, data.qrels), weight_choice=choice)  # fmt: skip

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from m3_rag.evaluation.weights import WeightChoice
 
 __all__ = ["ModeScore", "EvalReport", "METRICS", "score_runs"]
 
@@ -24,6 +28,7 @@ class EvalReport:
     n_docs: int
     weights: tuple[float, float, float]
     scores: list[ModeScore] = field(default_factory=list)
+    weight_choice: WeightChoice | None = None  # set when the weights were selected on this data
 
     def score(self, mode: str) -> ModeScore:
         for s in self.scores:
@@ -35,7 +40,8 @@ class EvalReport:
         """A Markdown table, one row per mode."""
         lines = [
             f"{self.dataset}: {self.n_queries} queries, {self.n_docs} docs, model {self.model}, "
-            f"weights (dense, sparse, colbert) = {self.weights}",
+            f"weights (dense, sparse, colbert) = {self.weights}"
+            + (" (selected on this split)" if self.weight_choice is not None else ""),
             "",
             "| mode | nDCG@10 | Recall@100 |",
             "|---|---:|---:|",
@@ -47,6 +53,7 @@ class EvalReport:
         return {
             "dataset": self.dataset, "model": self.model, "n_queries": self.n_queries, "n_docs": self.n_docs,
             "weights": list(self.weights),
+            "weights_selected_here": self.weight_choice is not None,
             "scores": {s.mode: {"ndcg@10": s.ndcg10, "recall@100": s.recall100} for s in self.scores},
         }  # fmt: skip
 

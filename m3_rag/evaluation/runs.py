@@ -135,10 +135,21 @@ def top_run(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str]
 
 
 def exhaustive_runs(
-    queries: M3Output, corpus: M3Output, data: BeirData, weights: Sequence[float], *, show_progress: bool = True
+    queries: M3Output,
+    corpus: M3Output,
+    data: BeirData,
+    weights: Sequence[float],
+    *,
+    scores: dict[str, np.ndarray] | None = None,
+    show_progress: bool = True,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Top-100 runs of every exhaustive mode from already-encoded queries and corpus."""
-    scores = combined(score_matrices(queries, corpus, show_progress=show_progress), weights)
+    """Top-100 runs of every exhaustive mode from already-encoded queries and corpus.
+
+    ``scores``: the :func:`score_matrices` of these encodings when already computed (reused as is).
+    """
+    if scores is None:
+        scores = score_matrices(queries, corpus, show_progress=show_progress)
+    scores = combined(scores, weights)
     return {mode: _top(s, data.query_ids, data.doc_ids) for mode, s in scores.items()}
 
 
