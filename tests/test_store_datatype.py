@@ -45,3 +45,25 @@ def test_edge_datatype_is_stored_and_kept_on_reopen(tmp_path, datatype):
     tol = 1e-4 if datatype == "float16" else 1e-6
     for h in hits:
         assert h.score == pytest.approx(maxsim_score(q, np.asarray(stored[h.id])), abs=tol)
+
+
+def test_store_constructor_creates_float32_on_edge(tmp_path):
+    enc = FakeEncoder()
+    with M3Store(enc, path=tmp_path, collection="m3", colbert_datatype="float32") as store:
+        assert store.schema.colbert_datatype == "float32"
+        store.add_texts(TEXTS)
+    assert _edge_datatype(tmp_path) == "float32"
+
+
+@pytest.mark.parametrize("datatype", ["float16", "float32"])
+def test_store_constructor_datatype_on_client(datatype):
+    enc = FakeEncoder()
+    with M3Store(enc, location=":memory:", colbert_datatype=datatype) as store:
+        info = store.backend.client.get_collection(store.collection)
+        assert info.config.params.vectors["colbert"].datatype.value == datatype
+
+
+def test_store_constructor_rejects_unknown_datatype(tmp_path):
+    with pytest.raises(ValueError, match="colbert_datatype='int8'.*expected one of"):
+        M3Store(FakeEncoder(), path=tmp_path, colbert_datatype="int8")  # type: ignore[arg-type]
+    assert not (tmp_path / "m3").exists()  # nothing created for a bad option

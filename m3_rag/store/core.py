@@ -31,7 +31,7 @@ from m3_rag.store.ingest import batched_inputs, max_colbert_rows, prepare_points
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.store.queries import DEFAULT_MODE, DEFAULT_RRF_K, DEFAULT_WEIGHTS, MODE_OUTPUTS, QueryPlan, build_plan, check_mode
 from m3_rag.store.results import SearchResult, StoredPoint
-from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema, schema_from_encoder
+from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
 from m3_rag.types import M3Output, OutputName
 
 __all__ = [
@@ -220,11 +220,12 @@ class StoreCore:
         prefer_grpc: bool = False,
         shard_number: int | None = None,
         replication_factor: int | None = None,
+        colbert_datatype: ColbertDatatype = "float16",
         **client_kwargs: Any,
     ) -> None:
         self.encoder = encoder
         self.collection = collection
-        self.schema: StoreSchema = schema_from_encoder(encoder)
+        self.schema: StoreSchema = schema_from_encoder(encoder, colbert_datatype=colbert_datatype)
         self.backend: Any = make_backend(
             self.asynchronous, path, location, url, client, collection, api_key, prefer_grpc,
             shard_number, replication_factor, client_kwargs,

@@ -20,7 +20,10 @@ class M3Store(StoreCore):
     """A BGE-M3 index on Qdrant: Edge (``path=``), a server (``url=``) or local mode (``location=":memory:"``).
 
     The collection is created on first use (sized from ``encoder.dense_dim``/``colbert_dim``)
-    or validated if it exists. See ``docs/architecture.md`` (Store) for the whole API.
+    or validated if it exists. ``colbert_datatype``: how a new collection stores the ColBERT
+    vectors, ``"float16"`` (default, half the disk) or ``"float32"`` (Qdrant Edge 0.9's MaxSim
+    runs ~4x faster on it: see ``benchmarks/store.py``). See ``docs/architecture.md`` (Store)
+    for the whole API.
     """
 
     backend: Backend

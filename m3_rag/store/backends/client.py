@@ -35,6 +35,9 @@ class ServerOptions:
     replication_factor: int | None = None
 
 
+_DATATYPES = {"float16": models.Datatype.FLOAT16, "float32": models.Datatype.FLOAT32}
+
+
 def collection_params(schema: StoreSchema) -> dict[str, Any]:
     vectors = {DENSE: models.VectorParams(size=schema.dense_dim, distance=models.Distance.COSINE)}
     if schema.has_colbert:
@@ -43,7 +46,7 @@ def collection_params(schema: StoreSchema) -> dict[str, Any]:
             distance=models.Distance.COSINE,
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
             hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph
-            datatype=models.Datatype.FLOAT16,
+            datatype=_DATATYPES[schema.colbert_datatype],
             on_disk=True,
         )
     sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.NONE)} if schema.has_sparse else None
