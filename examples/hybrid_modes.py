@@ -6,9 +6,10 @@
 
 Every query runs once in each mode (dense, sparse, hybrid = RRF of dense + sparse,
 hybrid+rerank = ColBERT MaxSim over the dense + sparse candidates, m3 = BGE-M3's weighted
-score); the table shows MRR@10, nDCG@10 and Recall@k per mode, and how many queries each mode
-answers at rank 1 that dense alone does not. The demo notes are indexed in chunks; a note's rank
-is the rank of its best chunk. A BEIR folder is indexed one document per point.
+score with the model's own weights); the table shows MRR@10, nDCG@10 and Recall@k per mode, and
+how many queries each mode answers at rank 1 that dense alone does not. The demo notes are
+indexed in chunks; a note's rank is the rank of its best chunk. A BEIR folder is indexed one
+document per point.
 """
 
 from __future__ import annotations

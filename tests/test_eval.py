@@ -90,6 +90,28 @@ def test_cli_smoke_on_a_small_slice(tiny_checkpoint, data_dir, tmp_path):
     assert set(report["scores"]) == set(EXHAUSTIVE_MODES) | set(PIPELINE_MODES)
 
 
+def test_cli_lengths_default_to_the_encoders(tiny_checkpoint, data_dir, monkeypatch):
+    from m3_rag.encoder import M3Encoder
+    from m3_rag.evaluation.cli import main
+
+    real, seen = M3Encoder.from_pretrained.__func__, []
+
+    def recording(cls, *args, **kwargs):
+        seen.append(kwargs)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(M3Encoder, "from_pretrained", classmethod(recording))
+    base = ["eval", str(data_dir / "xquad" / "en"), "--model", str(tiny_checkpoint), "--max-queries", "2",
+            "--max-docs", "4", "--device", "cpu", "--no-progress", "--no-pipeline"]  # fmt: skip
+    for extra, want in (([], {}), (["--query-max-length", "64", "--doc-max-length", "128"],
+                                   {"query_max_length": 64, "document_max_length": 128})):  # fmt: skip
+        with pytest.raises(SystemExit) as done:
+            main(base + extra)
+        assert done.value.code == 0
+        lengths = {k: v for k, v in seen.pop().items() if k.endswith("max_length")}
+        assert lengths == want  # none given: the encoder's own (capped) defaults, not a fixed 512
+
+
 def test_weight_selection_finds_the_mode_that_ranks_right():
     from m3_rag.evaluation import BeirData
     from m3_rag.evaluation.weights import select_weights, weight_grid

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from langchain_classic.retrievers import ContextualCompressionRetriever
@@ -53,6 +55,30 @@ def test_m3_score_is_weighted_combination(tiny_encoder):
     order = np.argsort(-want, kind="stable")[:2]
     assert [d.id for d in out] == [f"d{i}" for i in order]
     np.testing.assert_allclose([d.metadata["relevance_score"] for d in out], want[order], rtol=1e-5)
+
+
+class _ModelWeights:
+    """An encoder whose model recommends other m3 weights (``config.default_weights``)."""
+
+    def __init__(self, inner, weights):
+        self.inner, self.config = inner, SimpleNamespace(default_weights=weights)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_m3_weights_default_to_the_models(tiny_encoder):
+    q = tiny_encoder.encode_queries([QUERY])
+    d = tiny_encoder.encode_documents(TEXTS)
+    parts = (dense_scores(q.dense[0], d.dense), lexical_scores(q.sparse[0], d.sparse),
+             maxsim_scores(q.colbert[0], d.colbert))  # fmt: skip
+    for encoder, weights in ((tiny_encoder, tuple(tiny_encoder.config.default_weights)),
+                             (_ModelWeights(tiny_encoder, (0.1, 0.6, 0.3)), (0.1, 0.6, 0.3))):  # fmt: skip
+        reranker = M3Reranker(encoder=encoder, score="m3", top_n=None)
+        assert reranker.weights is None
+        np.testing.assert_allclose(reranker.scores(QUERY, TEXTS), combine_scores(*parts, weights), rtol=1e-5)
+    with pytest.raises(ValueError, match="non-negative"):
+        M3Reranker(encoder=tiny_encoder, score="m3", weights=(1.0, -1.0, 0.0))
 
 
 def test_top_n_and_inputs_untouched(tiny_encoder):

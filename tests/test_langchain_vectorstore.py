@@ -88,6 +88,22 @@ def test_adapter_returns_what_the_core_store_returns(vs, mode):
     np.testing.assert_allclose([s for _, s in got], [h.score for h in core], rtol=1e-6)
 
 
+def test_m3_weights_default_to_the_core_stores(tiny_encoder):
+    vs = M3VectorStore(BGEM3Embeddings(encoder=tiny_encoder), location=":memory:")
+    assert vs.weights is None and vs.store.weights == tuple(tiny_encoder.config.default_weights)  # the model's
+    vs.close()
+    core = M3Store(tiny_encoder, location=":memory:", weights=(0.1, 0.6, 0.3))
+    vs = M3VectorStore.from_store(core)
+    vs.add_texts(TEXTS, ids=IDS)
+    query = "capital city of France"
+    for options, weights in (({}, (0.1, 0.6, 0.3)), ({"weights": (0.0, 0.0, 1.0)}, (0.0, 0.0, 1.0))):
+        want = core.search(query, mode="m3", k=4, weights=weights)
+        got = vs.similarity_search_with_score(query, k=4, mode="m3", **options)
+        assert [d.id for d, _ in got] == [h.id for h in want]
+        np.testing.assert_allclose([s for _, s in got], [h.score for h in want], rtol=1e-6)
+    vs.close()
+
+
 def test_metadata_is_exactly_the_users(vs):
     for doc in vs.similarity_search("cat", k=len(TEXTS)):
         i = IDS.index(doc.id)

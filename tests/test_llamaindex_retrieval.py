@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -124,6 +125,27 @@ def test_rerank_by_m3_weighted_score(tiny_encoder) -> None:
     for n, w in zip(nodes, want):
         assert got[n.node.node_id] == pytest.approx(float(w), abs=1e-5)
     assert [o.score for o in out] == sorted(got.values(), reverse=True)
+
+
+class _ModelWeights:
+    """An encoder whose model recommends other m3 weights (``config.default_weights``)."""
+
+    def __init__(self, inner, weights):
+        self.inner, self.config = inner, SimpleNamespace(default_weights=weights)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_rerank_m3_weights_default_to_the_models(tiny_encoder) -> None:
+    nodes, query = _nodes(), TEXTS[3]
+    for encoder, weights in ((tiny_encoder, tuple(tiny_encoder.config.default_weights)),
+                             (_ModelWeights(tiny_encoder, (0.1, 0.6, 0.3)), (0.1, 0.6, 0.3))):  # fmt: skip
+        default = M3RerankPostprocessor(encoder, score="m3").postprocess_nodes(nodes, query_str=query)
+        explicit = M3RerankPostprocessor(tiny_encoder, score="m3", weights=weights)
+        explicit = explicit.postprocess_nodes(nodes, query_str=query)
+        assert [o.node.node_id for o in default] == [o.node.node_id for o in explicit]
+        np.testing.assert_allclose([o.score for o in default], [o.score for o in explicit], atol=1e-6)
 
 
 def test_rerank_errors(tiny_encoder) -> None:

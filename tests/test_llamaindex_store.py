@@ -154,6 +154,30 @@ def test_alpha_weights_dense_against_sparse_in_m3_mode(tiny_encoder, backend, tm
     store.close()
 
 
+def test_m3_weights_default_to_the_core_stores(tiny_encoder) -> None:
+    # Built on an encoder: the core store's weights are the model's.
+    own = M3VectorStore(tiny_encoder, location=":memory:", hybrid_mode="m3")
+    assert own.weights is None and own.client.weights == tuple(tiny_encoder.config.default_weights)
+    own.close()
+    # Given a core store: its weights, for plain hybrid queries and for alpha's ColBERT weight.
+    core = M3Store(tiny_encoder, location=":memory:", weights=(0.1, 0.6, 0.3))
+    store = M3VectorStore(store=core, hybrid_mode="m3")
+    index = build_index(store)
+    q = TEXTS[2]
+    for alpha, weights in ((None, (0.1, 0.6, 0.3)), (0.25, (0.25, 0.75, 0.3))):
+        hits = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=8, alpha=alpha).retrieve(q)
+        want = {str(h.id): h.score for h in core.search(q, mode="m3", k=8, weights=weights)}
+        assert {h.node.node_id: h.score for h in hits} == pytest.approx(want, abs=1e-5), alpha
+    # The store's own weights win over the core store's.
+    store.weights = (0.0, 0.0, 1.0)
+    hits = index.as_retriever(vector_store_query_mode="hybrid", similarity_top_k=8).retrieve(q)
+    want = {str(h.id): h.score for h in core.search(q, mode="m3", k=8, weights=(0.0, 0.0, 1.0))}
+    assert {h.node.node_id: h.score for h in hits} == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ValueError, match="non-negative"):
+        M3VectorStore(store=core, weights=(1.0, -1.0, 0.0))
+    store.close()
+
+
 @pytest.mark.parametrize("hybrid_mode", ["hybrid", "m3"])
 def test_other_hybrid_modes(tiny_encoder, tmp_path, hybrid_mode) -> None:
     store = open_store(tiny_encoder, "memory", tmp_path, hybrid_mode=hybrid_mode)

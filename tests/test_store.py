@@ -10,6 +10,7 @@ from qdrant_client import QdrantClient
 
 from m3_rag.scoring import combine_scores, maxsim_score
 from m3_rag.store import (
+    DEFAULT_WEIGHTS,
     And,
     Condition,
     M3Store,
@@ -192,6 +193,67 @@ def test_m3_scores_match_the_encoder_combination(filled, tiny_encoder):
         np.testing.assert_allclose([h.mode_scores["dense"] for h in hits], pairs.dense, atol=1e-4)
         np.testing.assert_allclose([h.mode_scores["sparse"] for h in hits], pairs.sparse, atol=1e-4)
         np.testing.assert_allclose([h.mode_scores["colbert"] for h in hits], pairs.colbert, atol=1e-4)
+
+
+MODEL_WEIGHTS = (0.1, 0.6, 0.3)
+
+
+def _m3_expected(hits, weights) -> np.ndarray:
+    """combine_scores of each hit's own dense/sparse/ColBERT scores (from its stored vectors)."""
+    m = [h.mode_scores for h in hits]
+    return combine_scores(np.array([x["dense"] for x in m]), np.array([x["sparse"] for x in m]),
+                          np.array([x["colbert"] for x in m]), weights=weights)  # fmt: skip
+
+
+def test_m3_default_weights_are_the_encoders_model_weights(kind, tmp_path):
+    store = open_store(kind, tmp_path, FakeEncoder(default_weights=MODEL_WEIGHTS))
+    assert store.weights == MODEL_WEIGHTS and "weights=(0.1, 0.6, 0.3)" in repr(store)
+    store.add_texts([t for t, _ in DOCS], ids=IDS)
+    for query in ["cats on a mat", "banks and money", "volcano magma rises"]:
+        hits = store.search(query, mode="m3", k=len(DOCS), with_mode_scores=True)
+        assert len(hits) >= 3
+        got = np.array([h.score for h in hits])
+        np.testing.assert_allclose(got, _m3_expected(hits, MODEL_WEIGHTS), atol=1e-4)
+        # The same as passing the model's weights, and not the old hard-coded default.
+        explicit = store.search(query, mode="m3", k=len(DOCS), weights=MODEL_WEIGHTS)
+        assert [h.id for h in explicit] == [h.id for h in hits]
+        np.testing.assert_allclose([h.score for h in explicit], got, atol=1e-6)
+        old = store.search(query, mode="m3", k=len(DOCS), weights=DEFAULT_WEIGHTS, with_mode_scores=True)
+        np.testing.assert_allclose([h.score for h in old], _m3_expected(old, DEFAULT_WEIGHTS), atol=1e-4)
+        assert not np.allclose([h.score for h in old], _m3_expected(old, MODEL_WEIGHTS), atol=1e-3)
+        # search_encoded takes the same default.
+        encoded = store.search_encoded(store.encoder.encode_queries([query]), mode="m3", k=len(DOCS))
+        np.testing.assert_allclose([h.score for h in encoded], got, atol=1e-6)
+    store.close()
+
+
+def test_explicit_weights_override_the_models(kind, tmp_path):
+    store = open_store(kind, tmp_path, FakeEncoder(default_weights=MODEL_WEIGHTS), weights=[1, 0, 0])
+    assert store.weights == (1.0, 0.0, 0.0)
+    store.add_texts([t for t, _ in DOCS], ids=IDS)
+    hits = store.search("cats on a mat", mode="m3", k=5, with_mode_scores=True)
+    np.testing.assert_allclose([h.score for h in hits], [h.mode_scores["dense"] for h in hits], atol=1e-4)
+    # A search's own weights override the store's.
+    hits = store.search("cats on a mat", mode="m3", k=5, weights=(0.0, 0.0, 1.0), with_mode_scores=True)
+    np.testing.assert_allclose([h.score for h in hits], [h.mode_scores["colbert"] for h in hits], atol=1e-4)
+    store.close()
+
+
+def test_default_weights_without_a_model_config(tiny_encoder):
+    from m3_rag.cache import CachedEncoder
+
+    assert M3Store(FakeEncoder(), location=":memory:").weights == DEFAULT_WEIGHTS  # no config: the fallback
+    model = tuple(tiny_encoder.config.default_weights)
+    assert M3Store(tiny_encoder, location=":memory:").weights == model
+    assert M3Store(CachedEncoder(tiny_encoder), location=":memory:").weights == model
+
+
+@pytest.mark.parametrize("bad", [(1.0, 1.0), (1.0, -0.5, 1.0), (0, 0, 0), (1.0, float("nan"), 1.0), "abc", 1.0])
+def test_bad_constructor_weights_raise(bad):
+    with pytest.raises(ValueError, match=r"weights= is .*expected three finite non-negative numbers.*Fix:"):
+        M3Store(FakeEncoder(), location=":memory:", weights=bad)
+    with pytest.raises(ValueError, match=r"encoder.config.default_weights is"):
+        M3Store(FakeEncoder(default_weights=bad if not isinstance(bad, (str, float)) else (bad,)), location=":memory:")
 
 
 def test_hybrid_rerank_matches_exhaustive_python_maxsim(filled, tiny_encoder):

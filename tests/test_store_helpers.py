@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Collection, Sequence
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -23,10 +24,15 @@ def _rng(text: str, salt: str) -> np.random.Generator:
 
 class FakeEncoder:
     """Dense = mean of per-word random vectors (so texts sharing words are close), sparse =
-    per-word weights keyed by a hashed token id, ColBERT = one row per word."""
+    per-word weights keyed by a hashed token id, ColBERT = one row per word.
+
+    No ``config`` unless ``default_weights`` is given: then ``config.default_weights`` is set,
+    as an :class:`M3Encoder`'s model weights are."""
 
     def __init__(self, dense_dim: int = 16, colbert_dim: int | None = 8, outputs: Sequence[str] = ALL_OUTPUTS,
-                 vocab: int = 5000) -> None:  # fmt: skip
+                 vocab: int = 5000, default_weights: Sequence[float] | None = None) -> None:  # fmt: skip
+        if default_weights is not None:
+            self.config = SimpleNamespace(default_weights=tuple(default_weights))
         self.dense_dim = dense_dim
         self.colbert_dim = colbert_dim
         self.outputs = tuple(outputs)

@@ -12,20 +12,25 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
+from m3_rag.store.core import check_weights, model_weights
+from m3_rag.store.queries import DEFAULT_WEIGHTS
 from m3_rag_langchain._encoder import resolve_encoder
 
 __all__ = ["M3Reranker", "DEFAULT_M3_WEIGHTS"]
 
-# (dense, sparse, colbert): the store's default weighting for the m3 score.
-DEFAULT_M3_WEIGHTS = (1.0, 0.3, 1.0)
+# (dense, sparse, colbert): the m3 weights used only for an encoder whose config has no
+# default_weights (as the store does); otherwise the weights default to the model's own.
+DEFAULT_M3_WEIGHTS = DEFAULT_WEIGHTS
 
 
 class M3Reranker(BaseDocumentCompressor):
     """Reorders documents by relevance to the query and keeps the best ``top_n``.
 
     ``score="colbert"`` ranks by ColBERT MaxSim; ``score="m3"`` by BGE-M3's weighted sum of
-    dense, sparse and ColBERT scores. Each returned document is a copy whose metadata has
-    ``relevance_score`` (``score_key``) added; the input documents are not modified.
+    dense, sparse and ColBERT scores (``weights``; ``None``: the model's own,
+    ``encoder.config.default_weights``, as the store's ``m3`` mode). Each returned document is
+    a copy whose metadata has ``relevance_score`` (``score_key``) added; the input documents
+    are not modified.
     Use it as ``ContextualCompressionRetriever(base_compressor=M3Reranker(...), base_retriever=...)``.
     """
 
@@ -36,13 +41,20 @@ class M3Reranker(BaseDocumentCompressor):
     device: str | None = None
     top_n: int | None = Field(default=3, description="documents kept; None keeps all, reordered")
     score: Literal["colbert", "m3"] = "colbert"
-    weights: tuple[float, float, float] = DEFAULT_M3_WEIGHTS
+    weights: tuple[float, float, float] | None = Field(
+        default=None, description="(dense, sparse, colbert) of score='m3'; None: the encoder's model's"
+    )
     score_key: str = "relevance_score"
 
     @model_validator(mode="after")
     def _load(self) -> M3Reranker:
         self.encoder = resolve_encoder(self.encoder, self.model_name, self.device, type(self).__name__)
         return self
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, value: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        return None if value is None else check_weights(value, "weights")
 
     @field_validator("top_n")
     @classmethod
@@ -60,7 +72,8 @@ class M3Reranker(BaseDocumentCompressor):
         if self.score == "colbert":
             return colbert
         return combine_scores(
-            dense_scores(q.dense[0], d.dense), lexical_scores(q.sparse[0], d.sparse), colbert, self.weights
+            dense_scores(q.dense[0], d.dense), lexical_scores(q.sparse[0], d.sparse), colbert,
+            self.weights if self.weights is not None else model_weights(self.encoder),
         )
 
     def compress_documents(

@@ -16,6 +16,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from m3_rag.cache import CachedEncoder
 from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
+from m3_rag.store.core import check_weights, model_weights
 from m3_rag_llamaindex.embedding import as_cached
 
 __all__ = ["M3RerankPostprocessor"]
@@ -26,7 +27,8 @@ class M3RerankPostprocessor(BaseNodePostprocessor):
 
     Nodes are scored on their EMBED-mode content (what the vector store encoded at ingestion).
     ``score="colbert"``: ColBERT MaxSim. ``score="m3"``: BGE-M3's weighted sum of dense,
-    sparse and ColBERT scores (``weights``, default the model's own). ``top_n=None`` keeps all.
+    sparse and ColBERT scores (``weights``; ``None``: the model's own, ``encoder.config.default_weights``,
+    as the store's ``m3`` mode). ``top_n=None`` keeps all.
     """
 
     top_n: int | None = Field(default=None, gt=0)
@@ -42,9 +44,7 @@ class M3RerankPostprocessor(BaseNodePostprocessor):
     @field_validator("weights")
     @classmethod
     def _check_weights(cls, w: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
-        if w is not None and (min(w) < 0 or sum(w) <= 0):
-            raise ValueError(f"weights are {w}; expected three non-negative numbers (dense, sparse, colbert) with a positive sum")
-        return w
+        return None if w is None else check_weights(w, "weights")
 
     @classmethod
     def class_name(cls) -> str:
@@ -66,7 +66,7 @@ class M3RerankPostprocessor(BaseNodePostprocessor):
         if self.score == "colbert":
             scores = colbert
         else:
-            weights = self.weights or getattr(getattr(self._encoder, "config", None), "default_weights", (0.4, 0.2, 0.4))
+            weights = self.weights if self.weights is not None else model_weights(self._encoder)
             scores = combine_scores(
                 dense_scores(q.dense[0], docs.dense), lexical_scores(q.sparse[0], docs.sparse), colbert, weights=weights
             )

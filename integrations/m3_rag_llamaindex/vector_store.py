@@ -14,7 +14,9 @@ Query modes (``similarity_top_k`` = k1, ``sparse_top_k`` = k2, ``hybrid_top_k`` 
   k1) results.
 
 ``alpha`` (1 = dense only, 0 = sparse only) applies where scores are weighted, i.e. with
-``hybrid_mode="m3"``; the other hybrid modes rank by RRF or MaxSim and refuse an ``alpha``.
+``hybrid_mode="m3"`` (the ColBERT weight stays ``weights[2]``); the other hybrid modes rank by
+RRF or MaxSim and refuse an ``alpha``. ``weights`` (dense, sparse, colbert) default to the core
+store's, i.e. the encoder's model's (``encoder.config.default_weights``).
 ``doc_ids``/``node_ids`` restrict every mode to those documents / nodes.
 """
 
@@ -39,11 +41,12 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 from tqdm.auto import tqdm
 
 from m3_rag.cache import CachedEncoder
-from m3_rag.store import DEFAULT_COLLECTION, DEFAULT_WEIGHTS, AsyncM3Store, M3Store, StoredPoint
+from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store, StoredPoint
+from m3_rag.store.core import check_weights
 from m3_rag.store.filters import And, Condition, FilterNode
 from m3_rag.types import M3Output
 from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached
@@ -76,8 +79,10 @@ class M3VectorStore(BasePydanticVectorStore):
     stores_text: bool = True
     flat_metadata: bool = False
     hybrid_mode: HybridMode = "hybrid+rerank"
-    weights: tuple[float, float, float] = Field(
-        default=DEFAULT_WEIGHTS, description="(dense, sparse, colbert) weights of the 'm3' hybrid score."
+    weights: tuple[float, float, float] | None = Field(
+        default=None,
+        description="(dense, sparse, colbert) weights of the 'm3' hybrid score; None: the core store's "
+        "(by default the encoder's model's, encoder.config.default_weights).",
     )
     batch_size: int = Field(default=64, gt=0, description="Nodes encoded and written per batch in add().")
     show_progress: bool = False
@@ -138,6 +143,11 @@ class M3VectorStore(BasePydanticVectorStore):
         self._store, self._astore = store, async_store
         core = store if store is not None else async_store
         self._encoder = as_cached(encoder if encoder is not None else core.encoder, cache_size)
+
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, w: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        return None if w is None else check_weights(w, "weights")
 
     @classmethod
     def class_name(cls) -> str:
@@ -277,6 +287,13 @@ class M3VectorStore(BasePydanticVectorStore):
         return _to_result(hits)
 
     # ------------------------------------------------------------------------------ helpers
+    def _weights(self) -> tuple[float, float, float]:
+        """The 'm3' weights in effect: this store's ``weights``, else the core store's."""
+        if self.weights is not None:
+            return self.weights
+        core = self._store if self._store is not None else self._astore
+        return core.weights  # type: ignore[union-attr]
+
     def _sync(self) -> M3Store:
         if self._store is None:
             raise RuntimeError(
@@ -306,8 +323,11 @@ class M3VectorStore(BasePydanticVectorStore):
         _check_embeddings(nodes, encoded)
         return records, encoded
 
-    def _plan(self, query: VectorStoreQuery) -> tuple[str, int, int | tuple[int, int] | None, tuple[float, float, float]]:
-        """Core mode, result size, prefetch sizes and weights for a LlamaIndex query."""
+    def _plan(
+        self, query: VectorStoreQuery
+    ) -> tuple[str, int, int | tuple[int, int] | None, tuple[float, float, float] | None]:
+        """Core mode, result size, prefetch sizes and weights (None: the core store's) for a
+        LlamaIndex query."""
         if query.mode == VectorStoreQueryMode.DEFAULT:
             return "dense", query.similarity_top_k, None, self.weights
         if query.mode == VectorStoreQueryMode.SPARSE:
@@ -336,7 +356,7 @@ class M3VectorStore(BasePydanticVectorStore):
                 )
             if not 0.0 <= query.alpha <= 1.0:
                 raise ValueError(f"alpha is {query.alpha}; expected a number in [0, 1] (1 = dense only, 0 = sparse only)")
-            weights = (query.alpha, 1.0 - query.alpha, self.weights[2])
+            weights = (query.alpha, 1.0 - query.alpha, self._weights()[2])
         return self.hybrid_mode, k, prefetch_k, weights
 
     def _encode_query(self, query: VectorStoreQuery, mode: str) -> M3Output:

@@ -30,7 +30,7 @@ def eval_command(
     pipeline: Annotated[bool, typer.Option(help="also run the Qdrant Edge store modes")] = True,
     index_path: Annotated[Optional[Path], typer.Option(help="keep the Edge index here (default: temp dir)")] = None,
     prefetch_k: Annotated[Optional[int], typer.Option(help="store prefetch size per mode")] = None,
-    query_max_length: int = 512,
+    query_max_length: Annotated[Optional[int], typer.Option(help="query max tokens (default: the encoder's)")] = None,
     doc_max_length: Annotated[Optional[int], typer.Option(help="document max tokens (default: the encoder's)")] = None,
     state_cache: Annotated[Optional[Path], typer.Option(help="apply the heads to backbone states cached here "
                                                         "(fast re-evaluation of heads on a frozen backbone)")] = None,
@@ -59,14 +59,16 @@ def eval_command(
     if select_weights and w is not None:
         raise typer.BadParameter("--weights and --select-weights both given; expected one")
     data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
+    # Lengths not given are the encoder's own defaults (M3Encoder: 512 / 8192, capped to what
+    # the model can read; StateCachedEncoder: 512 / 512).
+    given = {"query_max_length": query_max_length, "document_max_length": doc_max_length}
+    lengths = {name: value for name, value in given.items() if value is not None}
     if state_cache is not None:
         from m3_rag.train.states_encoder import StateCachedEncoder
 
-        encoder = StateCachedEncoder(model, state_cache, query_max_length=query_max_length,
-                                     document_max_length=doc_max_length or 512, show_progress=progress)  # fmt: skip
+        encoder = StateCachedEncoder(model, state_cache, show_progress=progress, **lengths)
     else:
-        lengths = {"document_max_length": doc_max_length} if doc_max_length else {}
-        encoder = M3Encoder.from_pretrained(model, device=device, query_max_length=query_max_length, **lengths)
+        encoder = M3Encoder.from_pretrained(model, device=device, **lengths)
     # One encode of the corpus (and one MaxSim pass) serves the weight selection and the table.
     report = evaluate(encoder, data, model_name=model, weights=w, select_weights=select_weights,
                       weight_step=weight_step, min_weight=min_weight, pipeline=pipeline, index_path=index_path,

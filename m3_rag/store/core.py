@@ -16,6 +16,7 @@ So the sync and async stores cannot drift apart: there is one body per operation
 from __future__ import annotations
 
 import functools
+import math
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "StoreCore",
     "StoreOperations",
+    "check_weights",
+    "model_weights",
     "blocking",
     "new_ids",
     "query_outputs",
@@ -66,6 +69,31 @@ def query_outputs(mode: str, schema: StoreSchema, with_mode_scores: bool) -> tup
     """What to encode the query into: the mode's outputs, or all the store has for mode scores."""
     check_mode(mode, schema)
     return schema.outputs if with_mode_scores else MODE_OUTPUTS[mode]
+
+
+def check_weights(weights: Any, what: str = "weights") -> tuple[float, float, float]:
+    """``weights`` as a (dense, sparse, colbert) tuple of floats; raises unless there are three
+    non-negative numbers with a positive sum (only their ratios matter)."""
+    try:
+        w = tuple(float(x) for x in weights)
+    except (TypeError, ValueError):
+        w = ()
+    if len(w) != 3 or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+        raise ValueError(
+            f"{what} is {weights!r}; expected three finite non-negative numbers (dense, sparse, colbert) with a "
+            "positive sum. Fix: pass e.g. (0.4, 0.2, 0.4), or None for the model's own weights."
+        )
+    return w  # type: ignore[return-value]
+
+
+def model_weights(encoder: Any) -> tuple[float, float, float]:
+    """The m3 weights the encoder's model recommends (``encoder.config.default_weights``: BGE-M3's
+    (0.4, 0.2, 0.4), or what a model's ``m3_config.json`` sets), or :data:`DEFAULT_WEIGHTS` for
+    an encoder that has none (e.g. a test double without a ``config``)."""
+    weights = getattr(getattr(encoder, "config", None), "default_weights", None)
+    if weights is None:
+        return DEFAULT_WEIGHTS
+    return check_weights(weights, "encoder.config.default_weights")
 
 
 def point_ids_of(ids: Sequence[UserId]) -> list:
@@ -221,10 +249,16 @@ class StoreCore:
         shard_number: int | None = None,
         replication_factor: int | None = None,
         colbert_datatype: ColbertDatatype = "float16",
+        weights: Sequence[float] | None = None,
         **client_kwargs: Any,
     ) -> None:
         self.encoder = encoder
         self.collection = collection
+        #: (dense, sparse, colbert) weights of ``m3`` searches that pass no ``weights``: the
+        #: constructor's ``weights=``, else the encoder's model's (:func:`model_weights`).
+        self.weights: tuple[float, float, float] = (
+            model_weights(encoder) if weights is None else check_weights(weights, "weights=")
+        )
         self.schema: StoreSchema = schema_from_encoder(encoder, colbert_datatype=colbert_datatype)
         self.backend: Any = make_backend(
             self.asynchronous, path, location, url, client, collection, api_key, prefer_grpc,
@@ -246,7 +280,7 @@ class StoreCore:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(collection={self.collection!r}, backend={type(self.backend).__name__}, "
-            f"outputs={self.schema.outputs})"
+            f"outputs={self.schema.outputs}, weights={self.weights})"
         )
 
 
@@ -321,7 +355,7 @@ class StoreOperations(StoreCore):
         k: int = 10,
         filter: FilterLike = None,
         prefetch_k: int | tuple[int, int] | None = None,
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        weights: Sequence[float] | None = None,
         with_mode_scores: bool = False,
         rrf_k: int = DEFAULT_RRF_K,
     ) -> list[SearchResult]:
@@ -342,7 +376,7 @@ class StoreOperations(StoreCore):
         k: int = 10,
         filter: FilterLike = None,
         prefetch_k: int | tuple[int, int] | None = None,
-        weights: Sequence[float] = DEFAULT_WEIGHTS,
+        weights: Sequence[float] | None = None,
         with_mode_scores: bool = False,
         rrf_k: int = DEFAULT_RRF_K,
     ) -> list[SearchResult]:
@@ -350,12 +384,14 @@ class StoreOperations(StoreCore):
 
         ``mode``: dense, sparse, hybrid, hybrid+rerank or m3 (see ``docs/architecture.md``);
         ``filter``: a filter node or a Mongo-style dict; ``prefetch_k``: candidates per
-        prefetch, an int or (dense, sparse); ``weights``: (dense, sparse, colbert) of ``m3``;
+        prefetch, an int or (dense, sparse); ``weights``: (dense, sparse, colbert) of ``m3``
+        (``None``: the store's :attr:`weights`, by default the encoder's model's);
         ``with_mode_scores``: add each hit's dense/sparse/ColBERT scores; ``rrf_k``: RRF's k.
         """
         max_tokens = max_colbert_rows(self.schema.colbert_dim) if self.schema.colbert_dim else None
         plan = build_plan(
-            mode, query, self.schema, k=k, prefetch_k=prefetch_k, weights=weights, rrf_k=rrf_k,
+            mode, query, self.schema, k=k, prefetch_k=prefetch_k, rrf_k=rrf_k,
+            weights=self.weights if weights is None else weights,
             filter=as_filter(filter), max_query_tokens=max_tokens,
         )  # fmt: skip
         hits = await self._io(self.backend.query, plan, with_mode_scores)
