@@ -14,7 +14,7 @@ after each run is recorded.
     python benchmarks/store.py --prefetch-sweep 10 20 30 --edge-float32-sizes 50000      # + trade-offs
 
 The ColBERT rerank dominates ``hybrid+rerank`` and ``m3``: it costs |candidates| x document
-tokens x query tokens x dim multiply-adds (the default prefetch is max(4k, 50) per branch; a
+tokens x query tokens x dim multiply-adds (the default prefetch is max(k, 10) per branch; a
 random synthetic query shares no candidates between its dense and sparse prefetch, so the
 union is the worst case, 2 x prefetch). ``--prefetch-sweep`` times ``hybrid+rerank`` again at
 other prefetch sizes on the same index; ``--edge-float32-sizes`` adds Edge runs whose

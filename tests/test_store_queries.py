@@ -1,0 +1,38 @@
+"""Query plans: the default prefetch sizes (a pure function of k, no store needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from m3_rag.store.queries import MIN_DEFAULT_PREFETCH, build_plan
+from m3_rag.store.schema import StoreSchema
+from test_store_helpers import FakeEncoder
+
+SCHEMA = StoreSchema(outputs=("dense", "sparse", "colbert"), dense_dim=FakeEncoder().dense_dim,
+                     colbert_dim=FakeEncoder().colbert_dim)  # fmt: skip
+
+
+def _query():
+    return FakeEncoder().encode_queries(["cats in the park"])
+
+
+@pytest.mark.parametrize(("k", "expected"), [(1, MIN_DEFAULT_PREFETCH), (4, MIN_DEFAULT_PREFETCH), (10, 10), (25, 25)])
+@pytest.mark.parametrize("mode", ["hybrid", "hybrid+rerank"])
+def test_default_prefetch_is_max_of_k_and_the_floor(mode, k, expected):
+    plan = build_plan(mode, _query(), SCHEMA, k=k)
+    assert [p.limit for p in plan.prefetches] == [expected, expected]
+    assert plan.limit == k
+
+
+def test_m3_rescores_the_whole_default_union():
+    plan = build_plan("m3", _query(), SCHEMA, k=4)
+    # three re-scoring prefetches (dense, sparse, colbert), each over the 10 + 10 candidates
+    assert [p.limit for p in plan.prefetches] == [2 * MIN_DEFAULT_PREFETCH] * 3
+    assert all([c.limit for c in p.prefetches] == [MIN_DEFAULT_PREFETCH] * 2 for p in plan.prefetches)
+
+
+def test_explicit_prefetch_wins_and_bad_values_raise():
+    plan = build_plan("hybrid+rerank", _query(), SCHEMA, k=10, prefetch_k=(3, 7))
+    assert [p.limit for p in plan.prefetches] == [3, 7]
+    with pytest.raises(ValueError, match="prefetch_k=0; expected a positive int"):
+        build_plan("hybrid+rerank", _query(), SCHEMA, k=10, prefetch_k=0)
