@@ -1,0 +1,57 @@
+"""Split SciFact train into rows to fit the heads on and held-out queries to choose mode weights on.
+
+    python scripts/heldout_split.py DATA_DIR OUT_DIR [--n-heldout 160] [--seed 0]
+
+Writes OUT_DIR/fit.jsonl (the training rows whose query is not held out) and OUT_DIR/beir/, a
+BEIR folder (corpus and queries linked from DATA_DIR/scifact) whose qrels/heldout.tsv keeps the
+train judgements of the held-out queries only. Heads trained on fit.jsonl never saw those
+queries, so weights chosen on them are not biased toward the mode that memorised training
+queries best (the sparse head fits its training queries far better than new ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data", type=Path, help="shared data dir: train/scifact_train.jsonl and scifact/")
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--n-heldout", type=int, default=160)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    rows = [json.loads(line) for line in (args.data / "train" / "scifact_train.jsonl").open(encoding="utf-8")]
+    order = list(range(len(rows)))
+    random.Random(args.seed).shuffle(order)
+    held_texts = {rows[i]["query"] for i in order[: args.n_heldout]}
+    fit = [r for r in rows if r["query"] not in held_texts]
+
+    beir = args.data / "scifact"
+    train_lines = (beir / "qrels" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+    train_ids = {line.split("\t")[0] for line in train_lines[1:]}
+    held_ids = set()
+    for line in (beir / "queries.jsonl").open(encoding="utf-8"):
+        q = json.loads(line)
+        if q["text"] in held_texts and q["_id"] in train_ids:
+            held_ids.add(q["_id"])
+
+    (args.out / "beir" / "qrels").mkdir(parents=True, exist_ok=True)
+    with (args.out / "fit.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in fit)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        link = args.out / "beir" / name
+        if not link.exists():
+            link.symlink_to((beir / name).resolve())
+    kept = [train_lines[0]] + [line for line in train_lines[1:] if line.split("\t")[0] in held_ids]
+    (args.out / "beir" / "qrels" / "heldout.tsv").write_text("".join(kept), encoding="utf-8")
+    print(f"{len(fit)} training rows; {len(held_texts)} held-out query texts ({len(held_ids)} query ids, "
+          f"{len(kept) - 1} judgements)")
+
+
+if __name__ == "__main__":
+    main()
