@@ -22,7 +22,7 @@ class M3Store(StoreCore):
     The collection is created on first use (sized from ``encoder.dense_dim``/``colbert_dim``)
     or validated if it exists. ``colbert_datatype``: how a new collection stores the ColBERT
     vectors, ``"float16"`` (default, half the disk) or ``"float32"`` (Qdrant Edge 0.9's MaxSim
-    runs ~4x faster on it: see ``benchmarks/store.py``). ``weights``: the (dense, sparse,
+    runs ~2x faster on it: see ``benchmarks/store.py``). ``weights``: the (dense, sparse,
     colbert) weights of ``m3`` searches that pass none (:attr:`weights`); default the encoder's
     model's, ``encoder.config.default_weights``. See ``docs/architecture.md`` (Store) for the
     whole API.
