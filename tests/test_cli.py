@@ -243,8 +243,10 @@ def test_ctrl_c_in_a_real_process_then_resume(tiny_checkpoint, tiny_encoder, tmp
 
     docs = tmp_path / "docs"
     docs.mkdir()
-    for i in range(12):
-        (docs / f"n{i:02d}.md").write_text(f"Note {i}. " + "Dense sparse and ColBERT vectors in Qdrant. " * 6, encoding="utf-8")
+    # ~900 one-at-a-time chunks: several seconds of runway on an idle machine (at 12 files the
+    # whole index took 0.6 s and could finish before the signal arrived).
+    for i in range(100):
+        (docs / f"n{i:03d}.md").write_text(f"Note {i}. " + "Dense sparse and ColBERT vectors in Qdrant. " * 6, encoding="utf-8")
     argv = [sys.executable, "-m", "m3_rag.cli", "index", str(docs), "--model", str(tiny_checkpoint), "--device", "cpu",
             "--path", str(tmp_path / "index"), "--chunk-tokens", "16", "--overlap-tokens", "0", "--batch-size", "1",
             "--progress", "--json"]  # fmt: skip
