@@ -251,7 +251,11 @@ def test_ctrl_c_in_a_real_process_then_resume(tiny_checkpoint, tiny_encoder, tmp
             "--path", str(tmp_path / "index"), "--chunk-tokens", "16", "--overlap-tokens", "0", "--batch-size", "1",
             "--progress", "--json"]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (so
+    # the signal would be dropped whenever the test suite itself runs in the background): give the
+    # child the default disposition, as an interactive Ctrl-C would find it.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     seen = b""
     while not re.search(rb"indexing:\s+\d+%\|[^|]*\| *([3-9]|\d\d+)/", seen):  # a few chunks written
         block = os.read(proc.stderr.fileno(), 4096)
