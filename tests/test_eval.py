@@ -201,3 +201,12 @@ def test_cli_selects_and_writes_weights(tiny_checkpoint, data_dir, tmp_path, cap
     assert len(written) == 3 and min(written) >= 0.25 and sum(written) == pytest.approx(1.0)
     out = capsys.readouterr().out
     assert out.count("selected weights") == 1 and f"= {tuple(written)}" in out
+
+
+def test_bad_weights_fail_before_any_encoding(tiny_encoder, scifact_slice):
+    enc = _CountingEncoder(tiny_encoder)
+    with pytest.raises(ValueError, match=r"weights is \(1, -1, 0\); expected three finite non-negative numbers"):
+        evaluate(enc, scifact_slice, weights=(1, -1, 0), pipeline=False, show_progress=False)
+    with pytest.raises(ValueError, match="weights is"):
+        evaluate(enc, scifact_slice, weights=(1, 1), pipeline=False, show_progress=False)
+    assert enc.docs_encoded == 0

@@ -36,3 +36,11 @@ def test_explicit_prefetch_wins_and_bad_values_raise():
     assert [p.limit for p in plan.prefetches] == [3, 7]
     with pytest.raises(ValueError, match="prefetch_k=0; expected a positive int"):
         build_plan("hybrid+rerank", _query(), SCHEMA, k=10, prefetch_k=0)
+
+
+@pytest.mark.parametrize("bad", [(1.0, -1.0, 0.0), (0, 0, 0), (1.0, 1.0), (1.0, float("nan"), 1.0)])
+def test_m3_plan_refuses_bad_weights_with_the_shared_message(bad):
+    with pytest.raises(ValueError, match=r"weights is .*expected three finite non-negative numbers.*Fix:"):
+        build_plan("m3", _query(), SCHEMA, k=4, weights=bad)
+    plan = build_plan("m3", _query(), SCHEMA, k=4, weights=(2, 0, 2))
+    assert plan.query.weights[1] == 0 and plan.query.weights[0] == pytest.approx(0.5)

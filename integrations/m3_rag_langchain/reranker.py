@@ -12,8 +12,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
-from m3_rag.store.core import check_weights, model_weights
-from m3_rag.store.queries import DEFAULT_WEIGHTS
+from m3_rag.store.queries import DEFAULT_WEIGHTS, check_weights, model_weights
 from m3_rag_langchain._encoder import resolve_encoder
 
 __all__ = ["M3Reranker", "DEFAULT_M3_WEIGHTS"]

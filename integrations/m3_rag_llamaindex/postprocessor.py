@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from m3_rag.cache import CachedEncoder
 from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
-from m3_rag.store.core import check_weights, model_weights
+from m3_rag.store.queries import check_weights, model_weights
 from m3_rag_llamaindex.embedding import as_cached
 
 __all__ = ["M3RerankPostprocessor"]

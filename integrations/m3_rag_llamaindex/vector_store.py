@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 
 from m3_rag.cache import CachedEncoder
 from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store, StoredPoint
-from m3_rag.store.core import check_weights
+from m3_rag.store.queries import check_weights
 from m3_rag.store.filters import And, Condition, FilterNode
 from m3_rag.types import M3Output
 from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached

@@ -16,7 +16,6 @@ So the sync and async stores cannot drift apart: there is one body per operation
 from __future__ import annotations
 
 import functools
-import math
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,9 @@ from m3_rag.store.filters import Condition, FilterLike, FilterNode, as_filter
 from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
 from m3_rag.store.ingest import batched_inputs, max_colbert_rows, prepare_points
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
-from m3_rag.store.queries import DEFAULT_MODE, DEFAULT_RRF_K, DEFAULT_WEIGHTS, MODE_OUTPUTS, QueryPlan, build_plan, check_mode
+from m3_rag.store.queries import (
+    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, QueryPlan, build_plan, check_mode, check_weights, model_weights,
+)  # fmt: skip
 from m3_rag.store.results import SearchResult, StoredPoint
 from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
 from m3_rag.types import M3Output, OutputName
@@ -39,8 +40,6 @@ __all__ = [
     "DEFAULT_COLLECTION",
     "StoreCore",
     "StoreOperations",
-    "check_weights",
-    "model_weights",
     "blocking",
     "new_ids",
     "query_outputs",
@@ -69,31 +68,6 @@ def query_outputs(mode: str, schema: StoreSchema, with_mode_scores: bool) -> tup
     """What to encode the query into: the mode's outputs, or all the store has for mode scores."""
     check_mode(mode, schema)
     return schema.outputs if with_mode_scores else MODE_OUTPUTS[mode]
-
-
-def check_weights(weights: Any, what: str = "weights") -> tuple[float, float, float]:
-    """``weights`` as a (dense, sparse, colbert) tuple of floats; raises unless there are three
-    non-negative numbers with a positive sum (only their ratios matter)."""
-    try:
-        w = tuple(float(x) for x in weights)
-    except (TypeError, ValueError):
-        w = ()
-    if len(w) != 3 or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
-        raise ValueError(
-            f"{what} is {weights!r}; expected three finite non-negative numbers (dense, sparse, colbert) with a "
-            "positive sum. Fix: pass e.g. (0.4, 0.2, 0.4), or None for the model's own weights."
-        )
-    return w  # type: ignore[return-value]
-
-
-def model_weights(encoder: Any) -> tuple[float, float, float]:
-    """The m3 weights the encoder's model recommends (``encoder.config.default_weights``: BGE-M3's
-    (0.4, 0.2, 0.4), or what a model's ``m3_config.json`` sets), or :data:`DEFAULT_WEIGHTS` for
-    an encoder that has none (e.g. a test double without a ``config``)."""
-    weights = getattr(getattr(encoder, "config", None), "default_weights", None)
-    if weights is None:
-        return DEFAULT_WEIGHTS
-    return check_weights(weights, "encoder.config.default_weights")
 
 
 def point_ids_of(ids: Sequence[UserId]) -> list:

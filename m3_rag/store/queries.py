@@ -15,9 +15,10 @@ here only:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -39,6 +40,8 @@ __all__ = [
     "QueryPlan",
     "build_plan",
     "check_mode",
+    "check_weights",
+    "model_weights",
 ]
 
 Mode = Literal["dense", "sparse", "hybrid", "hybrid+rerank", "m3"]
@@ -111,6 +114,31 @@ def _row(query: M3Output) -> tuple[np.ndarray | None, SparseVector | None, np.nd
     return dense, sparse, colbert
 
 
+def check_weights(weights: Any, what: str = "weights") -> tuple[float, float, float]:
+    """``weights`` as a (dense, sparse, colbert) tuple of floats; raises unless there are three
+    non-negative numbers with a positive sum (only their ratios matter)."""
+    try:
+        w = tuple(float(x) for x in weights)
+    except (TypeError, ValueError):
+        w = ()
+    if len(w) != 3 or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0:
+        raise ValueError(
+            f"{what} is {weights!r}; expected three finite non-negative numbers (dense, sparse, colbert) with a "
+            "positive sum. Fix: pass e.g. (0.4, 0.2, 0.4), or None for the model's own weights."
+        )
+    return w  # type: ignore[return-value]
+
+
+def model_weights(encoder: Any) -> tuple[float, float, float]:
+    """The m3 weights the encoder's model recommends (``encoder.config.default_weights``: BGE-M3's
+    (0.4, 0.2, 0.4), or what a model's ``m3_config.json`` sets), or :data:`DEFAULT_WEIGHTS` for
+    an encoder that has none (e.g. a test double without a ``config``)."""
+    weights = getattr(getattr(encoder, "config", None), "default_weights", None)
+    if weights is None:
+        return DEFAULT_WEIGHTS
+    return check_weights(weights, "encoder.config.default_weights")
+
+
 def build_plan(
     mode: str,
     query: M3Output,
@@ -153,9 +181,7 @@ def build_plan(
     if mode == "hybrid+rerank":
         return QueryPlan(limit=k, query=cq, prefetches=union, filter=filter, score_divisor=float(n_tokens))
     # m3: re-score the same union with each vector, then combine.
-    w = tuple(float(x) for x in weights)
-    if len(w) != 3 or min(w) < 0 or sum(w) <= 0:
-        raise ValueError(f"weights={tuple(weights)!r}; expected three non-negative floats (dense, sparse, colbert) with a positive sum.")
+    w = check_weights(weights, "weights")
     total = sum(w)
     union_size = k1 + k2
     rescored = tuple(Prefetch(union_size, q, union) for q in (dq, sq, cq))
