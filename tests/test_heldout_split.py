@@ -53,3 +53,34 @@ def test_disjoint_docs_drops_rows_that_show_a_heldout_document(tmp_path):
         assert held_docs.isdisjoint(row["pos_ids"]) and held_docs.isdisjoint(row["neg_ids"]), row
     plain, _ = _split(data, tmp_path / "plain")
     assert len(fit) < len(plain)
+
+
+def test_extra_rows_join_the_fit_rows_without_heldout_documents(tmp_path):
+    data = _data(tmp_path)
+    _, held = _split(data, tmp_path / "base")
+    held_docs = {str(int(q) // 2) for q in held}
+    free_doc = next(str(d) for d in range(6) if str(d) not in held_docs)
+    held_doc = next(iter(held_docs))
+    extra = [
+        {"query": "title a", "pos": ["x"], "neg": ["y"], "pos_ids": [free_doc], "neg_ids": [free_doc]},
+        {"query": "title b", "pos": ["x"], "neg": ["y"], "pos_ids": [held_doc], "neg_ids": [free_doc]},
+        {"query": "title c", "pos": ["x"], "neg": ["y"], "pos_ids": [free_doc], "neg_ids": [held_doc]},
+    ]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in extra))
+    plain, _ = _split(data, tmp_path / "plain")
+    fit, _ = _split(data, tmp_path / "extra", "--extra-rows", str(pairs))
+    assert [r["query"] for r in fit[len(plain):]] == ["title a"]
+    assert fit[: len(plain)] == plain
+
+
+def test_extra_rows_without_document_ids_are_refused(tmp_path):
+    data = _data(tmp_path)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "t", "pos": ["x"], "neg": ["y"]}) + "\n")
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(data), str(tmp_path / "out"), "--n-heldout", "3", "--extra-rows", str(pairs)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "pairs.jsonl:1" in proc.stderr and "pos_ids" in proc.stderr
