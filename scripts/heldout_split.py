@@ -52,13 +52,20 @@ def main() -> None:
         fit = [r for r in fit if shows_no_held_doc(r)]
     n_extra = 0
     if args.extra_rows is not None:
-        extra = [json.loads(line) for line in args.extra_rows.open(encoding="utf-8") if line.strip()]
-        for number, row in enumerate(extra, 1):
-            if "pos_ids" not in row or "neg_ids" not in row:
+        extra = []
+        for number, line in enumerate(args.extra_rows.open(encoding="utf-8"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise SystemExit(f"{args.extra_rows}:{number}: not a JSON object ({err.msg}). Fix: one JSON row per line.")
+            if not isinstance(row, dict) or "pos_ids" not in row or "neg_ids" not in row:
                 raise SystemExit(
                     f"{args.extra_rows}:{number}: row has no 'pos_ids'/'neg_ids', so its documents cannot be checked "
                     "against the held-out ones. Fix: build it with `m3-rag train-pairs`, which writes them."
                 )
+            extra.append(row)
         kept_extra = [r for r in extra if r["query"] not in held_texts and shows_no_held_doc(r)]
         fit += kept_extra
         n_extra = len(kept_extra)

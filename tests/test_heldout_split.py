@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "heldout_split.py"
 
 
@@ -74,13 +76,20 @@ def test_extra_rows_join_the_fit_rows_without_heldout_documents(tmp_path):
     assert fit[: len(plain)] == plain
 
 
-def test_extra_rows_without_document_ids_are_refused(tmp_path):
+@pytest.mark.parametrize(("second_line", "message"), [
+    (json.dumps({"query": "t", "pos": ["x"], "neg": ["y"]}), "pos_ids"),
+    ('{"query": "t", "pos": [', "not a JSON object"),
+])  # fmt: skip
+def test_bad_extra_rows_are_refused_with_their_line(tmp_path, second_line, message):
     data = _data(tmp_path)
+    good = {"query": "t0", "pos": ["x"], "neg": ["y"], "pos_ids": ["9"], "neg_ids": ["9"]}
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text(json.dumps({"query": "t", "pos": ["x"], "neg": ["y"]}) + "\n")
+    pairs.write_text(json.dumps(good) + "\n" + second_line + "\n")
+    out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(data), str(tmp_path / "out"), "--n-heldout", "3", "--extra-rows", str(pairs)],
+        [sys.executable, str(SCRIPT), str(data), str(out), "--n-heldout", "3", "--extra-rows", str(pairs)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert proc.returncode != 0
-    assert "pairs.jsonl:1" in proc.stderr and "pos_ids" in proc.stderr
+    assert "pairs.jsonl:2" in proc.stderr and message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (out / "fit.jsonl").exists()
