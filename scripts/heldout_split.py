@@ -27,6 +27,8 @@ import json
 import random
 from pathlib import Path
 
+from m3_rag.train.data import DataError, iter_rows, parse_example
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -53,19 +55,17 @@ def main() -> None:
     n_extra = 0
     if args.extra_rows is not None:
         extra = []
-        for number, line in enumerate(args.extra_rows.open(encoding="utf-8"), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SystemExit(f"{args.extra_rows}:{number}: not a JSON object ({err.msg}). Fix: one JSON row per line.")
-            if not isinstance(row, dict) or "pos_ids" not in row or "neg_ids" not in row:
-                raise SystemExit(
-                    f"{args.extra_rows}:{number}: row has no 'pos_ids'/'neg_ids', so its documents cannot be checked "
-                    "against the held-out ones. Fix: build it with `m3-rag train-pairs`, which writes them."
-                )
-            extra.append(row)
+        try:
+            for where, row in iter_rows(args.extra_rows):
+                parse_example(row, where)  # the trainer's own format check
+                if "pos_ids" not in row or "neg_ids" not in row:
+                    raise DataError(
+                        f"{where}: row has no 'pos_ids'/'neg_ids', so its documents cannot be checked against the "
+                        "held-out ones. Fix: build it with `m3-rag train-pairs`, which writes them."
+                    )
+                extra.append(row)
+        except DataError as err:
+            raise SystemExit(str(err)) from None
         kept_extra = [r for r in extra if r["query"] not in held_texts and shows_no_held_doc(r)]
         fit += kept_extra
         n_extra = len(kept_extra)

@@ -78,7 +78,7 @@ def test_extra_rows_join_the_fit_rows_without_heldout_documents(tmp_path):
 
 @pytest.mark.parametrize(("second_line", "message"), [
     (json.dumps({"query": "t", "pos": ["x"], "neg": ["y"]}), "pos_ids"),
-    ('{"query": "t", "pos": [', "not a JSON object"),
+    ('{"query": "t", "pos": [', "not valid JSON"),
 ])  # fmt: skip
 def test_bad_extra_rows_are_refused_with_their_line(tmp_path, second_line, message):
     data = _data(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from m3_rag.evaluation.beir import BeirData
 from m3_rag.evaluation.report import EvalReport, score_runs
 from m3_rag.evaluation.runs import encode_corpus, exhaustive_runs, pipeline_runs, score_matrices
-from m3_rag.store.queries import check_weights
+from m3_rag.store.queries import check_weights, model_weights
 
 __all__ = ["evaluate"]
 
@@ -36,9 +36,11 @@ def evaluate(
     """
     if select_weights and weights is not None:
         raise ValueError("both weights and select_weights given; expected one (fixed weights, or choose them)")
-    # Checked before the (long) encode: bad weights fail at once.
-    fixed = check_weights(weights if weights is not None else encoder.config.default_weights,
-                          "weights" if weights is not None else "encoder.config.default_weights")  # fmt: skip
+    # Fixed weights are checked before the (long) encode: bad ones fail at once.
+    if select_weights:
+        w = None
+    else:
+        w = check_weights(weights) if weights is not None else model_weights(encoder)
     queries = encoder.encode_queries(data.query_texts)
     corpus = encode_corpus(encoder, data.doc_texts, show_progress=show_progress)
     scores = score_matrices(queries, corpus, show_progress=show_progress)
@@ -48,8 +50,6 @@ def evaluate(
 
         choice = choose(scores, data, step=weight_step, min_weight=min_weight)
         w = choice.weights
-    else:
-        w = fixed
     runs = exhaustive_runs(queries, corpus, data, w, scores=scores, show_progress=show_progress)
     if pipeline:
         runs.update(pipeline_runs(encoder, queries, corpus, data, w, index_path=index_path,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TrainExample", "DataError", "load_jsonl", "parse_example"]
+__all__ = ["TrainExample", "DataError", "iter_rows", "load_jsonl", "parse_example"]
 
 
 class DataError(ValueError):
@@ -79,7 +79,10 @@ def parse_example(row: object, where: str = "row") -> TrainExample:
     return TrainExample(row["query"], pos, neg, pos_scores, neg_scores)
 
 
-def iter_jsonl(path: str | Path) -> Iterator[TrainExample]:
+def iter_rows(path: str | Path) -> Iterator[tuple[str, object]]:
+    """``(where, decoded row)`` per non-blank line, ``where`` being ``"file:line"``; a line that is
+    not JSON raises :class:`DataError` naming it. Rows keep every key (ids too): validate them
+    with :func:`parse_example`."""
     path = Path(path)
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
@@ -90,7 +93,12 @@ def iter_jsonl(path: str | Path) -> Iterator[TrainExample]:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            yield parse_example(row, where)
+            yield where, row
+
+
+def iter_jsonl(path: str | Path) -> Iterator[TrainExample]:
+    for where, row in iter_rows(path):
+        yield parse_example(row, where)
 
 
 def load_jsonl(path: str | Path) -> list[TrainExample]:
