@@ -66,6 +66,20 @@ def test_exhaustive_runs_equal_the_scoring_functions(tiny_encoder, scifact_slice
                 assert run[doc] == pytest.approx(float(scores[j]), abs=2e-3), (mode, qid, doc)
 
 
+@pytest.mark.parametrize("pair_budget", [1, 300, 1 << 26])
+def test_maxsim_is_the_same_whatever_the_chunking(pair_budget):
+    """A small budget splits the corpus into many chunks (down to one document each); scores do not change."""
+    from m3_rag.evaluation.runs import _maxsim_all
+
+    rng = np.random.default_rng(0)
+    unit = lambda n: (v := rng.normal(size=(n, 8)).astype(np.float32)) / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    queries = [unit(n) for n in (3, 5, 1)]
+    docs = [unit(n) for n in (4, 40, 1, 7, 2)]
+    got = _maxsim_all(queries, docs, pair_budget=pair_budget, show_progress=False)
+    want = np.array([maxsim_scores(q, docs) for q in queries])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_evaluate_reports_every_mode_and_the_pipeline_matches_exhaustive(tiny_encoder, scifact_slice, tmp_path):
     report = evaluate(tiny_encoder, scifact_slice, model_name="tiny", index_path=tmp_path / "idx", show_progress=False)
     assert [s.mode for s in report.scores] == list(EXHAUSTIVE_MODES) + list(PIPELINE_MODES)

@@ -70,15 +70,21 @@ def _sparse_matrix(vectors: Sequence[SparseVector], vocab: int):
     return csr_matrix((values, indices, indptr), shape=(len(vectors), vocab))
 
 
-def _maxsim_all(queries: Sequence[np.ndarray], docs: Sequence[np.ndarray], *, chunk_tokens: int = 262_144,
+def _maxsim_all(queries: Sequence[np.ndarray], docs: Sequence[np.ndarray], *, pair_budget: int = 1 << 26,
                 show_progress: bool = True) -> np.ndarray:  # fmt: skip
-    """``[n_queries, n_docs]`` MaxSim (mean over query tokens of the best doc token), exhaustively."""
+    """``[n_queries, n_docs]`` MaxSim (mean over query tokens of the best doc token), exhaustively.
+
+    Documents go in chunks of about ``pair_budget / query tokens`` tokens, so the query x chunk
+    similarity block (and its index for the per-document max) stays near ``pair_budget``
+    entries however many queries there are (a fixed chunk size took 20 GB for 422 queries).
+    """
     n_q, n_d = len(queries), len(docs)
     out = np.zeros((n_q, n_d), dtype=np.float32)
     q_all = torch.from_numpy(np.concatenate(queries).astype(np.float32))
     q_owner = torch.repeat_interleave(torch.arange(n_q), torch.tensor([len(q) for q in queries]))
     q_count = torch.tensor([len(q) for q in queries], dtype=torch.float32)
     lengths = [len(d) for d in docs]
+    chunk_tokens = max(1, pair_budget // max(1, q_all.shape[0]))
     start = 0
     bar = tqdm(total=n_d, desc="colbert maxsim", disable=not show_progress)
     while start < n_d:
