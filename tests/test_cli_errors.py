@@ -138,7 +138,7 @@ def test_help_version_and_wired_subcommands(capsys):
     assert run(["--version"]) == 0 and capsys.readouterr().out.strip() == f"m3-rag {__version__}"
     for command, word in [("index", "--chunk-tokens"), ("search", "--filter"), ("delete", "--source"),
                           ("demo", "--query"), ("eval", "BEIR"), ("train", "--output-dir"),
-                          ("train-pairs", "corpus"), ("bench", "encode")]:  # fmt: skip
+                          ("train-pairs", "corpus"), ("train-mine", "--exclude-qrels"), ("bench", "encode")]:  # fmt: skip
         assert run([command, "--help"]) == 0, command
         assert word in capsys.readouterr().out, command
 

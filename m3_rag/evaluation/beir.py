@@ -8,7 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["BeirData", "load_beir", "doc_text"]
+__all__ = ["BeirData", "load_beir", "doc_text", "read_corpus", "read_relevant_ids"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,17 @@ def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
             if s > 0:
                 qrels.setdefault(q, {})[d] = s
     return qrels
+
+
+def read_corpus(path: str | Path) -> tuple[list[str], list[str]]:
+    """``(ids, texts)`` of a BEIR ``corpus.jsonl``, texts as :func:`doc_text` makes them."""
+    docs = _read_jsonl(Path(path))
+    return [str(d["_id"]) for d in docs], [doc_text(d) for d in docs]
+
+
+def read_relevant_ids(path: str | Path) -> set[str]:
+    """Every document a qrels tsv judges relevant (score > 0), whatever the query."""
+    return {d for judged in _read_qrels(Path(path)).values() for d in judged}
 
 
 def load_beir(

@@ -1,7 +1,8 @@
-"""Command line of the trainer: ``m3-rag train`` (fine-tune) and ``m3-rag train-pairs`` (build pairs).
+"""Command line of the trainer: ``m3-rag train`` (fine-tune), ``m3-rag train-pairs`` (build pairs) and
+``m3-rag train-mine`` (add model-mined hard negatives).
 
 ``main(argv)`` runs both as one Typer app (``python -m m3_rag.train.cli train ...``); the
-``train_command``/``pairs_command`` functions can be mounted on another Typer app as they are.
+``train_command``/``pairs_command``/``mine_command`` functions can be mounted on another Typer app as they are.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-__all__ = ["app", "train_command", "pairs_command", "main"]
+__all__ = ["app", "train_command", "pairs_command", "mine_command", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune M3-layout models.")
 
@@ -125,6 +126,49 @@ def pairs_command(
     rows = title_pairs(corpus, tok, negatives=negatives, seed=seed, limit=limit)
     write_jsonl(rows, output)
     typer.echo(f"wrote {len(rows)} rows to {output}")
+
+
+@app.command("mine")
+def mine_command(
+    data: Annotated[Path, typer.Argument(help="jsonl file of {query, pos, neg} rows")],
+    corpus: Annotated[Path, typer.Option(help="BEIR corpus.jsonl (_id, title, text) to mine from")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="jsonl file to write")],
+    model: Annotated[str, typer.Option(help="model that ranks the corpus: M3 dir, hub id or 'm3-mini'")] = "m3-mini",
+    negatives: Annotated[int, typer.Option(help="mined negatives added per row")] = 7,
+    skip: Annotated[int, typer.Option(help="best-ranked documents passed over (likely unjudged positives)")] = 10,
+    pool: Annotated[int, typer.Option(help="ranks after --skip the negatives are sampled from")] = 50,
+    exclude_qrels: Annotated[Optional[list[Path]], typer.Option(help="qrels tsv whose relevant documents are "
+                                                                "never mined (e.g. held-out queries')")] = None,
+    weights: Annotated[Optional[str], typer.Option(help="ranking weights dense,sparse,colbert (default: the model's)")] = None,
+    state_cache: Annotated[Optional[Path], typer.Option(help="apply the heads to backbone states cached here")] = None,
+    seed: int = 0,
+    device: Optional[str] = None,
+    progress: bool = True,
+) -> None:
+    """Add hard negatives mined by a model (ranks SKIP..SKIP+POOL of its `all` score) to training rows."""
+    from m3_rag.evaluation.beir import read_corpus, read_relevant_ids
+    from m3_rag.train.data import iter_rows, parse_example
+    from m3_rag.train.mining import mine_negatives
+    from m3_rag.train.pairs import write_jsonl
+
+    rows = []
+    for where, row in iter_rows(data):
+        parse_example(row, where)
+        rows.append(row)
+    doc_ids, doc_texts = read_corpus(corpus)
+    excluded = {d for path in exclude_qrels or [] for d in read_relevant_ids(path)}
+    if state_cache is not None:
+        from m3_rag.train.states_encoder import StateCachedEncoder
+
+        encoder = StateCachedEncoder(model, state_cache, show_progress=progress)
+    else:
+        from m3_rag import M3Encoder
+
+        encoder = M3Encoder.from_pretrained(model, device=device)
+    mined = mine_negatives(encoder, rows, doc_ids, doc_texts, weights=_weights(weights), negatives=negatives,
+                           skip=skip, pool=pool, exclude_ids=excluded, seed=seed, show_progress=progress)  # fmt: skip
+    write_jsonl(mined, output)
+    typer.echo(f"wrote {len(mined)} rows with {negatives} mined negatives each (at most) to {output}")
 
 
 def main(argv: list[str] | None = None) -> None:
