@@ -114,3 +114,12 @@ def test_cli_refuses_a_bad_row_with_its_line(tiny_checkpoint, tmp_path):
         main(["mine", str(tmp_path / "rows.jsonl"), "--corpus", str(tmp_path / "corpus.jsonl"), "-o", str(tmp_path / "out.jsonl"),
               "--model", str(tiny_checkpoint), "--no-progress"])  # fmt: skip
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_rows_with_teacher_scores_and_an_empty_corpus_are_refused():
+    scored = [{"query": "q", "pos": ["p"], "neg": ["n"], "pos_scores": [1.0], "neg_scores": [0.0]}]
+    with pytest.raises(ValueError, match="row 1 has teacher scores"):
+        mine_negatives(object(), scored, ["1"], ["p"], weights=WEIGHTS)
+    with pytest.raises(ValueError, match="corpus has no documents"):
+        mine_negatives(object(), [{"query": "q", "pos": ["p"]}], [], [], weights=WEIGHTS)
+    assert mine_negatives(object(), [], ["1"], ["p"], weights=WEIGHTS) == []

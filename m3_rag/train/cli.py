@@ -1,7 +1,7 @@
 """Command line of the trainer: ``m3-rag train`` (fine-tune), ``m3-rag train-pairs`` (build pairs) and
 ``m3-rag train-mine`` (add model-mined hard negatives).
 
-``main(argv)`` runs both as one Typer app (``python -m m3_rag.train.cli train ...``); the
+``main(argv)`` runs them as one Typer app (``python -m m3_rag.train.cli train ...``); the
 ``train_command``/``pairs_command``/``mine_command`` functions can be mounted on another Typer app as they are.
 """
 

@@ -63,7 +63,15 @@ def mine_negatives(
         raise ValueError(f"{len(doc_ids)} doc ids but {len(doc_texts)} texts; expected one id per text")
     if skip < 0 or pool < 1 or negatives < 1:
         raise ValueError(f"skip={skip}, pool={pool}, negatives={negatives}; expected skip >= 0, pool >= 1, negatives >= 1")
+    scored = next((i for i, r in enumerate(rows) if "neg_scores" in r or "pos_scores" in r), None)
+    if scored is not None:
+        raise ValueError(f"row {scored + 1} has teacher scores; mined negatives would have none. "
+                         "Mine rows without 'pos_scores'/'neg_scores', then score the new negatives with the teacher")  # fmt: skip
+    if rows and not doc_ids:
+        raise ValueError("the corpus has no documents; expected the documents to mine negatives from")
     w = check_weights(weights) if weights is not None else model_weights(encoder)
+    if not rows:
+        return []
     queries = encoder.encode_queries([r["query"] for r in rows])
     corpus = encode_corpus(encoder, list(doc_texts), show_progress=show_progress)
     scores = combined(score_matrices(queries, corpus, show_progress=show_progress), w)["all"]
