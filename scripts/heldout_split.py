@@ -27,7 +27,7 @@ import json
 import random
 from pathlib import Path
 
-from m3_rag.train.data import DataError, iter_rows, parse_example
+from m3_rag.train.data import DataError, load_rows
 
 
 def main() -> None:
@@ -56,8 +56,7 @@ def main() -> None:
     if args.extra_rows is not None:
         extra = []
         try:
-            for where, row in iter_rows(args.extra_rows):
-                parse_example(row, where)  # the trainer's own format check
+            for where, row in load_rows(args.extra_rows):  # the trainer's own format check
                 if "pos_ids" not in row or "neg_ids" not in row:
                     raise DataError(
                         f"{where}: row has no 'pos_ids'/'neg_ids', so its documents cannot be checked against the "

@@ -44,9 +44,9 @@ def eval_command(
     progress: bool = True,
 ) -> None:
     """Exhaustive dense/sparse/colbert/dense+sparse/all and store hybrid+rerank/m3, in one table."""
-    from m3_rag import M3Encoder
     from m3_rag.evaluation.beir import load_beir
     from m3_rag.evaluation.evaluate import evaluate
+    from m3_rag.train.states_encoder import open_encoder
 
     w = None
     if weights is not None:
@@ -59,16 +59,9 @@ def eval_command(
     if select_weights and w is not None:
         raise typer.BadParameter("--weights and --select-weights both given; expected one")
     data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
-    # Lengths not given are the encoder's own defaults (M3Encoder: 512 / 8192, capped to what
-    # the model can read; StateCachedEncoder: 512 / 512).
     given = {"query_max_length": query_max_length, "document_max_length": doc_max_length}
     lengths = {name: value for name, value in given.items() if value is not None}
-    if state_cache is not None:
-        from m3_rag.train.states_encoder import StateCachedEncoder
-
-        encoder = StateCachedEncoder(model, state_cache, show_progress=progress, **lengths)
-    else:
-        encoder = M3Encoder.from_pretrained(model, device=device, **lengths)
+    encoder = open_encoder(model, state_cache=state_cache, device=device, show_progress=progress, **lengths)
     # One encode of the corpus (and one MaxSim pass) serves the weight selection and the table.
     report = evaluate(encoder, data, model_name=model, weights=w, select_weights=select_weights,
                       weight_step=weight_step, min_weight=min_weight, pipeline=pipeline, index_path=index_path,

@@ -147,24 +147,15 @@ def mine_command(
 ) -> None:
     """Add hard negatives mined by a model (ranks SKIP..SKIP+POOL of its `all` score) to training rows."""
     from m3_rag.evaluation.beir import read_corpus, read_relevant_ids
-    from m3_rag.train.data import iter_rows, parse_example
+    from m3_rag.train.data import load_rows
     from m3_rag.train.mining import mine_negatives
     from m3_rag.train.pairs import write_jsonl
+    from m3_rag.train.states_encoder import open_encoder
 
-    rows = []
-    for where, row in iter_rows(data):
-        parse_example(row, where)
-        rows.append(row)
+    rows = [row for _, row in load_rows(data)]
     doc_ids, doc_texts = read_corpus(corpus)
     excluded = {d for path in exclude_qrels or [] for d in read_relevant_ids(path)}
-    if state_cache is not None:
-        from m3_rag.train.states_encoder import StateCachedEncoder
-
-        encoder = StateCachedEncoder(model, state_cache, show_progress=progress)
-    else:
-        from m3_rag import M3Encoder
-
-        encoder = M3Encoder.from_pretrained(model, device=device)
+    encoder = open_encoder(model, state_cache=state_cache, device=device, show_progress=progress)
     mined = mine_negatives(encoder, rows, doc_ids, doc_texts, weights=_weights(weights), negatives=negatives,
                            skip=skip, pool=pool, exclude_ids=excluded, seed=seed, show_progress=progress)  # fmt: skip
     write_jsonl(mined, output)

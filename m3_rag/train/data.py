@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TrainExample", "DataError", "iter_rows", "load_jsonl", "parse_example"]
+__all__ = ["TrainExample", "DataError", "iter_rows", "load_rows", "load_jsonl", "parse_example"]
 
 
 class DataError(ValueError):
@@ -94,6 +94,16 @@ def iter_rows(path: str | Path) -> Iterator[tuple[str, object]]:
             except json.JSONDecodeError as exc:
                 raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
             yield where, row
+
+
+def load_rows(path: str | Path) -> list[tuple[str, dict]]:
+    """``(where, row)`` for every row, each checked with :func:`parse_example` but kept as the
+    decoded dict (ids and any other key intact), for tools that rewrite rows."""
+    checked = []
+    for where, row in iter_rows(path):
+        parse_example(row, where)
+        checked.append((where, row))
+    return checked  # type: ignore[return-value]
 
 
 def iter_jsonl(path: str | Path) -> Iterator[TrainExample]:

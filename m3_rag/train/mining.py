@@ -14,7 +14,8 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from m3_rag.evaluation.runs import combined, encode_corpus, score_matrices
+from m3_rag.evaluation.runs import encode_corpus, score_matrices
+from m3_rag.scoring import combine_scores
 from m3_rag.store.queries import check_weights, model_weights
 
 __all__ = ["pick_negatives", "mine_negatives"]
@@ -74,7 +75,8 @@ def mine_negatives(
         return []
     queries = encoder.encode_queries([r["query"] for r in rows])
     corpus = encode_corpus(encoder, list(doc_texts), show_progress=show_progress)
-    scores = combined(score_matrices(queries, corpus, show_progress=show_progress), w)["all"]
+    single = score_matrices(queries, corpus, show_progress=show_progress)
+    scores = combine_scores(single["dense"], single["sparse"], single["colbert"], weights=w)
     index_of_id = {str(d): i for i, d in enumerate(doc_ids)}
     index_of_text = {t: i for i, t in enumerate(doc_texts)}
     excluded = {index_of_id[str(d)] for d in exclude_ids if str(d) in index_of_id}

@@ -22,7 +22,7 @@ from m3_rag.train.model import HeadSpec, M3Heads, head_outputs
 from m3_rag.train.states import StateStore
 from m3_rag.types import ALL_OUTPUTS, M3Output, SparseVector, validate_outputs
 
-__all__ = ["StateCachedEncoder"]
+__all__ = ["StateCachedEncoder", "open_encoder"]
 
 
 @dataclass(frozen=True)
@@ -92,3 +92,22 @@ class StateCachedEncoder:
             token_counts=lengths.astype(np.int64),
             truncated=np.zeros(len(texts), dtype=bool),  # not tracked for cached states
         )
+
+
+def open_encoder(
+    model: str | Path,
+    *,
+    state_cache: str | Path | None = None,
+    device: str | None = None,
+    show_progress: bool = True,
+    **lengths: int,
+):
+    """The encoder a command scores with: heads over cached states when ``state_cache`` is given
+    (``device`` unused: the heads run on the CPU), else :class:`m3_rag.encoder.M3Encoder`.
+    ``lengths``: ``query_max_length`` / ``document_max_length``; absent ones are the encoder's own
+    defaults (M3Encoder: 512 / 8192, capped to what the model can read; cached states: 512 / 512)."""
+    if state_cache is not None:
+        return StateCachedEncoder(model, state_cache, show_progress=show_progress, **lengths)
+    from m3_rag import M3Encoder
+
+    return M3Encoder.from_pretrained(model, device=device, **lengths)
