@@ -43,6 +43,13 @@ def test_ranx_metrics_match_hand_values():
     q2 = (1 / math.log2(2)) / (1 / math.log2(2) + 1 / math.log2(3))  # one of two found, at rank 1
     assert s.ndcg10 == pytest.approx((q1 + q2) / 2, abs=1e-6)
     assert s.recall100 == pytest.approx((1.0 + 0.5) / 2)
+    assert s.per_query_ndcg10 == pytest.approx({"q1": q1, "q2": q2}, abs=1e-6)
+
+
+def test_a_query_the_run_misses_scores_zero_per_query():
+    qrels = {"q1": {"d1": 1}, "q2": {"d2": 1}}
+    (s,) = score_runs({"m": {"q1": {"d1": 1.0}}}, qrels)
+    assert s.per_query_ndcg10 == {"q1": 1.0, "q2": 0.0} and s.ndcg10 == pytest.approx(0.5)
 
 
 def test_exhaustive_runs_equal_the_scoring_functions(tiny_encoder, scifact_slice):
@@ -102,6 +109,10 @@ def test_cli_smoke_on_a_small_slice(tiny_checkpoint, data_dir, tmp_path):
     report = json.loads(out.read_text())
     assert report["n_queries"] == 4 and report["n_docs"] == 12 and report["weights"] == [1.0, 0.3, 1.0]
     assert set(report["scores"]) == set(EXHAUSTIVE_MODES) | set(PIPELINE_MODES)
+    per_query = report["per_query_ndcg@10"]
+    assert set(per_query) == set(report["scores"])
+    for mode, scores in per_query.items():  # the report's nDCG@10 is the mean of its per-query values
+        assert len(scores) == 4 and np.mean(list(scores.values())) == pytest.approx(report["scores"][mode]["ndcg@10"])
 
 
 def test_cli_lengths_default_to_the_encoders(tiny_checkpoint, data_dir, monkeypatch):

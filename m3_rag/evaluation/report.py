@@ -18,6 +18,8 @@ class ModeScore:
     mode: str
     ndcg10: float
     recall100: float
+    # nDCG@10 of each query: two runs on the same queries compare by a paired test, which needs them.
+    per_query_ndcg10: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class EvalReport:
             "weights": list(self.weights),
             "weights_selected_here": self.weight_choice is not None,
             "scores": {s.mode: {"ndcg@10": s.ndcg10, "recall@100": s.recall100} for s in self.scores},
+            "per_query_ndcg@10": {s.mode: s.per_query_ndcg10 for s in self.scores},
         }  # fmt: skip
 
 
@@ -69,8 +72,10 @@ def score_runs(runs: dict[str, dict[str, dict[str, float]]], qrels: dict[str, di
     out = []
     for mode, run in runs.items():
         full = {q: (run.get(q) or {"__none__": 0.0}) for q in qrels}  # ranx needs every query present
-        metrics = ranx_evaluate(ranx_qrels, Run(full), list(METRICS), make_comparable=True)
-        out.append(ModeScore(mode, float(metrics["ndcg@10"]), float(metrics["recall@100"])))
+        ranx_run = Run(full)
+        metrics = ranx_evaluate(ranx_qrels, ranx_run, list(METRICS), make_comparable=True)
+        per_query = {q: float(v) for q, v in ranx_run.scores["ndcg@10"].items()}
+        out.append(ModeScore(mode, float(metrics["ndcg@10"]), float(metrics["recall@100"]), per_query))
     return out
 
 
