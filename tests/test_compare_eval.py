@@ -50,6 +50,12 @@ def test_runs_that_differ_by_noise_get_an_interval_holding_zero(tmp_path):
     assert done.returncode == 0 and lo < 0 < hi
 
 
+def test_a_report_against_itself_differs_by_exactly_zero(tmp_path):
+    a = _report(tmp_path, "a", {f"q{i}": 1 + i % 3 for i in range(10)})
+    done = _compare(str(a), str(a))
+    assert done.returncode == 0 and "B-A +0.0000  se 0.0000  95% [+0.0000, +0.0000]" in done.stdout, done.stdout
+
+
 def test_reports_on_different_queries_are_refused(tmp_path):
     a = _report(tmp_path, "a", {"q1": 1, "q2": 2})
     b = _report(tmp_path, "b", {"q1": 1, "q3": 2})
