@@ -45,15 +45,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"the reports hold different queries ({len(a)} in {args.a}, {len(b)} in {args.b}, "
                  f"{len(set(a) & set(b))} shared); expected the same split. Fix: evaluate both on one split.")  # fmt: skip
     ids = sorted(a)
-    diff = np.array([b[q] - a[q] for q in ids])
+    score_a, score_b = np.array([a[q] for q in ids]), np.array([b[q] for q in ids])
+    diff = score_b - score_a
     if np.ptp(diff) == 0:  # every resample has the same mean (BCa is undefined there)
         se, lo, hi = 0.0, diff[0], diff[0]
     else:
         result = bootstrap((diff,), np.mean, n_resamples=args.resamples, confidence_level=0.95,
                            method="BCa", random_state=np.random.default_rng(args.seed))  # fmt: skip
         se, (lo, hi) = result.standard_error, result.confidence_interval
-    print(f"{args.mode} nDCG@10 over {len(ids)} queries: A {np.mean([a[q] for q in ids]):.4f}  "
-          f"B {np.mean([b[q] for q in ids]):.4f}  B-A {diff.mean():+.4f}  "
+    print(f"{args.mode} nDCG@10 over {len(ids)} queries: A {score_a.mean():.4f}  "
+          f"B {score_b.mean():.4f}  B-A {diff.mean():+.4f}  "
           f"se {se:.4f}  95% [{lo:+.4f}, {hi:+.4f}]")  # fmt: skip
 
 

@@ -29,6 +29,12 @@ def _compare(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
 
 
+def _interval(stdout: str) -> tuple[float, float]:
+    """The printed 95% interval's ends."""
+    lo, hi = (float(x) for x in stdout.split("95% [")[1].rstrip("]\n").split(", "))
+    return lo, hi
+
+
 def test_a_better_run_gets_an_interval_above_zero(tmp_path):
     rng = np.random.default_rng(0)
     worse = {f"q{i}": int(rng.integers(2, 6)) for i in range(40)}
@@ -38,7 +44,7 @@ def test_a_better_run_gets_an_interval_above_zero(tmp_path):
     assert done.returncode == 0, done.stderr
     mean_a = np.mean([1 / np.log2(r + 1) for r in worse.values()])
     assert f"A {mean_a:.4f}  B 1.0000  B-A {1 - mean_a:+.4f}" in done.stdout
-    lo, hi = (float(x) for x in done.stdout.split("95% [")[1].rstrip("]\n").split(", "))
+    lo, hi = _interval(done.stdout)
     assert 0 < lo < 1 - mean_a < hi
 
 
@@ -46,7 +52,7 @@ def test_runs_that_differ_by_noise_get_an_interval_holding_zero(tmp_path):
     a = _report(tmp_path, "a", {f"q{i}": 1 + i % 2 for i in range(40)})
     b = _report(tmp_path, "b", {f"q{i}": 2 - i % 2 for i in range(40)})  # same scores, swapped between queries
     done = _compare(str(a), str(b))
-    lo, hi = (float(x) for x in done.stdout.split("95% [")[1].rstrip("]\n").split(", "))
+    lo, hi = _interval(done.stdout)
     assert done.returncode == 0 and lo < 0 < hi
 
 
