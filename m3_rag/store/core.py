@@ -27,7 +27,8 @@ from m3_rag.scoring import dense_scores, lexical_score, maxsim_score
 from m3_rag.store.backends.base import Hit
 from m3_rag.store.filters import Condition, FilterLike, FilterNode, as_filter
 from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
-from m3_rag.store.ingest import batched_inputs, max_colbert_rows, prepare_points
+from m3_rag.store.names import check_collection_name
+from m3_rag.store.ingest import attach_vectors, batched_inputs, max_colbert_rows, prepare_points, prepare_rows
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.store.queries import (
     DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, QueryPlan, build_plan, check_mode, check_weights, model_weights,
@@ -227,7 +228,7 @@ class StoreCore:
         **client_kwargs: Any,
     ) -> None:
         self.encoder = encoder
-        self.collection = collection
+        self.collection = check_collection_name(collection)
         #: (dense, sparse, colbert) weights of ``m3`` searches that pass no ``weights``: the
         #: constructor's ``weights=``, else the encoder's model's (:func:`model_weights`).
         self.weights: tuple[float, float, float] = (
@@ -296,10 +297,12 @@ class StoreOperations(StoreCore):
                 if rows:
                     pick = (lambda col: None if col is None else [col[i] for i in rows])  # noqa: E731
                     sub_texts = pick(b_texts)
-                    encoded = await self._encode("documents", sub_texts, self.schema.outputs)
-                    await StoreOperations.add_encoded(
-                        self, sub_texts, encoded, pick(b_ids), pick(b_meta), pick(b_docs), pick(b_extra)
+                    # Rows first: a bad text, id or payload fails before the model runs on it.
+                    point_rows = prepare_rows(
+                        sub_texts, ids=pick(b_ids), metadatas=pick(b_meta), doc_ids=pick(b_docs), extras=pick(b_extra)
                     )
+                    encoded = await self._encode("documents", sub_texts, self.schema.outputs)
+                    await self._io(self.backend.upsert, attach_vectors(point_rows, encoded, self.schema))
                 added.extend(b_ids)
                 bar.update(len(b_texts))
         return added
@@ -314,6 +317,8 @@ class StoreOperations(StoreCore):
         extras: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[UserId]:
         """Upsert texts already encoded (e.g. by a framework's embedding class); one write."""
+        if isinstance(texts, str):
+            raise TypeError("texts is a single str; expected a list of texts. Fix: pass [text].")
         ids = list(ids) if ids is not None else new_ids(len(texts))
         points = prepare_points(
             list(texts), encoded, self.schema, ids=ids, metadatas=metadatas, doc_ids=doc_ids, extras=extras

@@ -5,8 +5,11 @@ chunk's own fields are addressed with a ``$``: ``"$text"``, ``"$doc_id"``, ``"$i
 
 Operators: ``eq ne lt lte gt gte in nin text is_empty``, combined with :class:`And`,
 :class:`Or`, :class:`Not`. ``ne``/``nin`` also match points that lack the key (as MongoDB's
-``$ne``/``$nin`` do). ``text`` is a full-text word match. An unknown operator, a value of the
-wrong type or an empty ``And``/``Or`` raises: nothing ever silently matches everything.
+``$ne``/``$nin`` do). ``text`` is a full-text word match. Numbers compare as numbers: ``1``
+equals a stored ``1.0``. An unknown operator, a value of the wrong type, NaN or infinity, an
+integer outside Qdrant's signed 64-bit range, a string that is not valid Unicode, an empty
+``in``/``nin`` list, an empty ``And``/``Or`` or nesting deeper than :data:`MAX_FILTER_DEPTH`
+raises: nothing ever silently matches everything.
 
 >>> f = parse_filter({"year": {"$gte": 2020}, "$or": [{"tag": "a"}, {"tag": {"$in": ["b", "c"]}}]})
 >>> f
@@ -20,11 +23,14 @@ ValueError: unknown filter operator 'between' on key 'year'; expected one of eq,
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
 from m3_rag.store.payload import DOC_ID_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
+from m3_rag.validation import short_repr, unicode_problem
 
 __all__ = [
     "OPERATORS",
@@ -37,11 +43,22 @@ __all__ = [
     "parse_filter",
     "as_filter",
     "payload_key",
+    "MAX_FILTER_DEPTH",
+    "filter_depth",
+    "numeric_bound",
 ]
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "text", "is_empty")
 _TOP_LEVEL = {"$text": TEXT_KEY, "$doc_id": DOC_ID_KEY, "$id": ID_KEY}
 _RANGE_OPS = ("lt", "lte", "gt", "gte")
+_WORD = re.compile(r"\w")
+#: Deepest nesting of And/Or/Not a filter may have: deeper trees are no real query, and they
+#: overflow the recursion of the engines that evaluate them.
+MAX_FILTER_DEPTH = 32
+# Qdrant stores payload integers as signed 64-bit values.
+_INT_RANGE = (-(2**63), 2**63 - 1)
+# Integers up to this magnitude are exact as float64 (larger ones match as integers only).
+_EXACT_FLOAT_INT = 2**53
 
 
 def payload_key(key: str) -> str:
@@ -68,6 +85,32 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def numeric_bound(value: Any) -> float | None:
+    """The value an equality on ``value`` compares numerically with, or None for an exact match.
+
+    Qdrant's ``MatchValue`` matches an int only against stored ints, so equality on a number
+    runs as the closed range [v, v], which matches stored ints and floats alike: ``1`` finds a
+    stored ``1.0``. Integers beyond 2**53 are not exact as floats and match stored ints only.
+
+    >>> numeric_bound(1), numeric_bound(2.5), numeric_bound("a"), numeric_bound(True), numeric_bound(2**60)
+    (1.0, 2.5, None, None, None)
+    """
+    if isinstance(value, float) or (_number(value) and abs(value) <= _EXACT_FLOAT_INT):
+        return float(value)
+    return None
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why a well-typed value still cannot be compared exactly, or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a NaN or infinite number, which compares with nothing exactly (NaN bounds matched every point)"
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        return "an integer outside Qdrant's signed 64-bit payload range"
+    if isinstance(value, str) and (problem := unicode_problem(value)) is not None:
+        return f"a string with {problem}, which is not valid Unicode"
+    return None
+
+
 @dataclass(frozen=True)
 class Condition:
     """``key op value``; see the module docstring for keys and operators."""
@@ -78,7 +121,11 @@ class Condition:
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not self.key:
-            raise ValueError(f"filter key {self.key!r} must be a non-empty string.")
+            raise ValueError(
+                f"filter key {short_repr(self.key)} must be a non-empty string. Fix: name a metadata key."
+            )
+        if (problem := _value_problem(self.key)) is not None:
+            raise ValueError(f"filter key {short_repr(self.key)} is {problem}. Fix: use the key as stored.")
         payload_key(self.key)  # validates $-keys
         if self.op not in OPERATORS:
             raise ValueError(
@@ -96,18 +143,27 @@ class Condition:
                 items = tuple(value)
                 object.__setattr__(self, "value", items)
                 kinds = {str if isinstance(v, str) else int if isinstance(v, int) and not isinstance(v, bool) else None for v in items}
-                ok = None not in kinds and len(kinds) <= 1
+                ok = None not in kinds and len(kinds) == 1
             else:
                 ok = False
         elif self.op == "text":
-            ok = isinstance(value, str) and bool(value.strip())
+            # A text without a word would give the engine no token to match on.
+            ok = isinstance(value, str) and _WORD.search(value) is not None
         else:  # is_empty
             ok = isinstance(value, bool)
         if not ok:
             raise ValueError(
-                f"filter {self.key!r} {self.op} got {value!r} ({type(value).__name__}); expected "
-                f"{_EXPECTED[self.op]}. Fix: pass a value of that type."
+                f"filter {short_repr(self.key)} {self.op} got {short_repr(self.value)} ({type(self.value).__name__}); "
+                f"expected {_EXPECTED[self.op]}. Fix: pass a value of that type."
             )
+        values = self.value if self.op in ("in", "nin") else (self.value,)
+        for v in values:
+            if (problem := _value_problem(v)) is not None:
+                raise ValueError(
+                    f"filter {short_repr(self.key)} {self.op} got {short_repr(v)}: {problem}; expected "
+                    f"{_EXPECTED[self.op]} that compares exactly. Fix: pass a finite number, an integer "
+                    "within +-2**63, or valid text."
+                )
 
 
 _EXPECTED = {
@@ -117,9 +173,9 @@ _EXPECTED = {
     "lte": "a number or a datetime",
     "gt": "a number or a datetime",
     "gte": "a number or a datetime",
-    "in": "a list of all-str or all-int values",
-    "nin": "a list of all-str or all-int values",
-    "text": "a non-empty string",
+    "in": "a non-empty list of all-str or all-int values",
+    "nin": "a non-empty list of all-str or all-int values",
+    "text": "a string with at least one word character",
     "is_empty": "True or False",
 }
 
@@ -147,6 +203,7 @@ class Not:
     def __post_init__(self) -> None:
         if not isinstance(self.item, (Condition, And, Or, Not)):
             raise TypeError(f"Not() takes one filter node, found {type(self.item).__name__}.")
+        _check_depth(1 + filter_depth(self.item))
 
 
 FilterNode = Union[Condition, And, Or, Not]
@@ -163,13 +220,34 @@ def _children(items: Any, name: str) -> tuple[FilterNode, ...]:
     for item in items:
         if not isinstance(item, (Condition, And, Or, Not)):
             raise TypeError(f"{name}() items must be filter nodes, found {type(item).__name__}.")
+    _check_depth(1 + max(filter_depth(item) for item in items))
     return items
+
+
+def filter_depth(node: FilterNode) -> int:
+    """Levels of And/Or/Not above the deepest condition (a bare condition is 0).
+
+    >>> filter_depth(Not(And([Condition("a", "eq", 1), Or([Condition("b", "eq", 2)])])))
+    3
+    """
+    if isinstance(node, Condition):
+        return 0
+    children = (node.item,) if isinstance(node, Not) else node.items
+    return 1 + max(filter_depth(c) for c in children)  # children were checked when built: bounded
+
+
+def _check_depth(depth: int) -> None:
+    if depth > MAX_FILTER_DEPTH:
+        raise ValueError(
+            f"the filter nests And/Or/Not {depth} levels deep; expected at most {MAX_FILTER_DEPTH}. "
+            "Fix: flatten it (an And of Ands is one And; $in replaces an $or of equalities)."
+        )
 
 
 _MONGO_OPS = {f"${op}": op for op in OPERATORS}
 
 
-def parse_filter(spec: Mapping[str, Any]) -> FilterNode:
+def parse_filter(spec: Mapping[str, Any], _depth: int = 0) -> FilterNode:
     """A MongoDB-style dict (as LangChain users write them) -> the filter model.
 
     ``{"k": v}`` is ``eq``; ``{"k": {"$op": v, ...}}`` (several ops are ANDed); ``$and``,
@@ -177,15 +255,16 @@ def parse_filter(spec: Mapping[str, Any]) -> FilterNode:
     """
     if not isinstance(spec, Mapping):
         raise TypeError(f"a filter dict was expected, found {type(spec).__name__}.")
+    _check_depth(_depth)  # before recursing: a hostile dict must not exhaust the stack
     nodes: list[FilterNode] = []
     for key, value in spec.items():
         if key in ("$and", "$or"):
             if not isinstance(value, (list, tuple)):
                 raise TypeError(f"{key} takes a list of filter dicts, found {type(value).__name__}.")
-            children = [parse_filter(v) for v in value]
+            children = [parse_filter(v, _depth + 1) for v in value]
             nodes.append(And(children) if key == "$and" else Or(children))
         elif key == "$not":
-            nodes.append(Not(parse_filter(value)))
+            nodes.append(Not(parse_filter(value, _depth + 1)))
         elif key.startswith("$") and key not in _TOP_LEVEL:
             raise ValueError(
                 f"unknown filter operator {key!r} at the top level; expected $and, $or, $not or a key. "

@@ -20,6 +20,8 @@ from __future__ import annotations
 import uuid
 from typing import Union
 
+from m3_rag.validation import short_repr, unicode_problem
+
 __all__ = ["ID_NAMESPACE", "UserId", "PointId", "to_point_id", "check_user_id"]
 
 # Fixed forever: changing it would orphan every string id already stored.
@@ -35,8 +37,13 @@ def check_user_id(user_id: object) -> UserId:
         return str(user_id)
     if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
         raise TypeError(
-            f"point id {user_id!r} is a {type(user_id).__name__}; expected a str or a non-negative int. "
+            f"point id {short_repr(user_id)} is a {type(user_id).__name__}; expected a str or a non-negative int. "
             "Fix: pass ids as strings (any string works) or non-negative integers."
+        )
+    if isinstance(user_id, str) and (problem := unicode_problem(user_id)) is not None:
+        raise ValueError(
+            f"point id {short_repr(user_id)} has {problem}; expected valid Unicode. "
+            "Fix: clean it first, e.g. s.encode('utf-8', 'replace').decode('utf-8')."
         )
     if isinstance(user_id, int) and not 0 <= user_id < 2**64:
         raise ValueError(

@@ -22,7 +22,10 @@ from m3_rag.store.payload import build_payload
 from m3_rag.store.schema import StoreSchema
 from m3_rag.types import M3Output, SparseVector
 
-__all__ = ["MAX_MULTIVECTOR_FLOATS", "max_colbert_rows", "clip_colbert", "PointData", "prepare_points", "batched_inputs"]
+__all__ = [
+    "MAX_MULTIVECTOR_FLOATS", "max_colbert_rows", "clip_colbert", "PointData", "PointRow",
+    "prepare_rows", "attach_vectors", "prepare_points", "batched_inputs",
+]  # fmt: skip
 
 MAX_MULTIVECTOR_FLOATS = 2**20 - 1
 
@@ -57,30 +60,70 @@ def _check_len(name: str, values: Sequence | None, n: int) -> None:
         raise ValueError(f"{name} has {len(values)} entries for {n} texts; expected one per text.")
 
 
-def prepare_points(
+@dataclass(frozen=True, eq=False)
+class PointRow:
+    """One point's id and payload, validated; its vectors come from the encoder after."""
+
+    id: PointId
+    payload: dict[str, Any]
+
+
+def prepare_rows(
     texts: Sequence[str],
-    encoded: M3Output,
-    schema: StoreSchema,
     *,
     ids: Sequence[UserId],
     metadatas: Sequence[Mapping[str, Any] | None] | None = None,
     doc_ids: Sequence[str | None] | None = None,
     extras: Sequence[Mapping[str, Any] | None] | None = None,
-) -> list[PointData]:
-    """Validate a whole batch (sizes, dims, JSON payloads) and build its points; raises before any write."""
+) -> list[PointRow]:
+    """Validate a batch's texts, ids and payloads; raises before the encoder sees a text (a
+    hostile text must fail here, with its index, not in the tokenizer) and before any write."""
     n = len(texts)
     _check_len("ids", ids, n)
     _check_len("metadatas", metadatas, n)
     _check_len("doc_ids", doc_ids, n)
     _check_len("extras", extras, n)
+    rows = []
+    for i in range(n):
+        try:
+            user_id = check_user_id(ids[i])
+            payload = build_payload(
+                texts[i],
+                metadatas[i] if metadatas is not None else None,
+                user_id,
+                doc_ids[i] if doc_ids is not None else None,
+                extras[i] if extras is not None else None,
+            )
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"text {i} of the batch: {exc}") from exc
+        rows.append(PointRow(to_point_id(user_id), payload))
+    return rows
+
+
+def _finite_problem(encoded: M3Output, n: int) -> str | None:
+    """Which text's vectors hold NaN/inf (a broken head), or None: such a vector stored makes
+    every search that scores it return nothing."""
+    for i in range(n):
+        parts = {
+            "dense": encoded.dense[i] if encoded.dense is not None else None,
+            "sparse": encoded.sparse[i].values if encoded.sparse is not None else None,
+            "colbert": encoded.colbert[i] if encoded.colbert is not None else None,
+        }
+        bad = [name for name, v in parts.items() if v is not None and not np.isfinite(v).all()]
+        if bad:
+            return f"text {i}'s {' and '.join(bad)} vectors contain NaN or inf"
+    return None
+
+
+def attach_vectors(rows: Sequence[PointRow], encoded: M3Output, schema: StoreSchema) -> list[PointData]:
+    """The points of validated rows with their encoded vectors, checked (count, dims, finite)."""
+    n = len(rows)
     if encoded.dense is None or encoded.dense.shape != (n, schema.dense_dim):
         found = None if encoded.dense is None else encoded.dense.shape
         raise ValueError(
             f"encoded dense vectors have shape {found}; expected ({n}, {schema.dense_dim}) for {n} texts. "
             "Fix: encode the same texts with the store's encoder (all its outputs)."
         )
-    if not np.isfinite(encoded.dense).all():
-        raise ValueError("encoded dense vectors contain NaN/inf; expected finite values. Fix: check the encoder.")
     if schema.has_sparse and (encoded.sparse is None or len(encoded.sparse) != n):
         raise ValueError(f"the store holds sparse vectors; the encoded batch has {_count(encoded.sparse)} for {n} texts.")
     if schema.has_colbert:
@@ -92,26 +135,36 @@ def prepare_points(
                     f"colbert vectors of text {i} have shape {c.shape}; expected (t >= 1, {schema.colbert_dim}). "
                     "Fix: encode with the store's encoder."
                 )
-    points = []
-    for i in range(n):
-        user_id = check_user_id(ids[i])
-        payload = build_payload(
-            texts[i],
-            metadatas[i] if metadatas is not None else None,
-            user_id,
-            doc_ids[i] if doc_ids is not None else None,
-            extras[i] if extras is not None else None,
+    if (problem := _finite_problem(encoded, n)) is not None:
+        raise ValueError(
+            f"{problem}; expected finite values. Nothing was written. Fix: check the encoder's heads "
+            "(a head file with NaN weights, or float16 overflow: try dtype='float32')."
         )
-        points.append(
-            PointData(
-                id=to_point_id(user_id),
-                payload=payload,
-                dense=encoded.dense[i],
-                sparse=encoded.sparse[i] if schema.has_sparse else None,  # type: ignore[index]
-                colbert=clip_colbert(encoded.colbert[i]) if schema.has_colbert else None,  # type: ignore[index]
-            )
+    return [
+        PointData(
+            id=row.id,
+            payload=row.payload,
+            dense=encoded.dense[i],
+            sparse=encoded.sparse[i] if schema.has_sparse else None,  # type: ignore[index]
+            colbert=clip_colbert(encoded.colbert[i]) if schema.has_colbert else None,  # type: ignore[index]
         )
-    return points
+        for i, row in enumerate(rows)
+    ]
+
+
+def prepare_points(
+    texts: Sequence[str],
+    encoded: M3Output,
+    schema: StoreSchema,
+    *,
+    ids: Sequence[UserId],
+    metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+    doc_ids: Sequence[str | None] | None = None,
+    extras: Sequence[Mapping[str, Any] | None] | None = None,
+) -> list[PointData]:
+    """Validate a whole batch (rows, then vectors) and build its points; raises before any write."""
+    rows = prepare_rows(texts, ids=ids, metadatas=metadatas, doc_ids=doc_ids, extras=extras)
+    return attach_vectors(rows, encoded, schema)
 
 
 def _count(values: Sequence | None) -> int | None:

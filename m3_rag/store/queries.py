@@ -157,9 +157,16 @@ def build_plan(
         raise ValueError(f"k={k!r}; expected a positive int.")
     k1, k2 = _prefetch_sizes(prefetch_k, k)
     dense, sparse, colbert = _row(query)
+    parts = {"dense": dense, "sparse": sparse.values if sparse is not None else None, "colbert": colbert}
     for name in MODE_OUTPUTS[mode]:
-        if {"dense": dense, "sparse": sparse, "colbert": colbert}[name] is None:
+        if parts[name] is None:
             raise ValueError(f"mode {mode!r} needs the query's {name!r} output, which the encoded query lacks.")
+    bad = [name for name, v in parts.items() if v is not None and not np.isfinite(v).all()]
+    if bad:
+        raise ValueError(
+            f"the query's {' and '.join(bad)} vectors contain NaN or inf; expected finite values. "
+            "Fix: check the encoder's heads (NaN weights, or float16 overflow: try dtype='float32')."
+        )
     if colbert is not None and max_query_tokens is not None:
         colbert = colbert[:max_query_tokens]
     dq = VectorQuery(DENSE, dense) if dense is not None else None

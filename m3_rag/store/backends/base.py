@@ -12,11 +12,44 @@ from m3_rag.store.ingest import PointData
 from m3_rag.store.queries import QueryPlan
 from m3_rag.store.schema import StoreSchema
 
-__all__ = ["Hit", "Backend", "AsyncBackend", "StoreLockedError"]
+__all__ = ["Hit", "Backend", "AsyncBackend", "StoreLockedError", "StorageFullError", "refuse_vacuous_filter"]
 
 
 class StoreLockedError(RuntimeError):
     """Another process (or store) holds this Edge path open."""
+
+
+class StorageFullError(OSError):
+    """Too little free disk for a write the engine would make through memory-mapped files
+    (``errno`` ENOSPC; the message is ``strerror``, without the "[Errno 28]" prefix)."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+_CLAUSES = ("must", "should", "must_not", "min_should")
+_FIELD_TESTS = ("match", "range", "geo_bounding_box", "geo_radius", "geo_polygon", "values_count", "is_empty", "is_null")
+
+
+def refuse_vacuous_filter(translated: Any, what: str) -> None:
+    """Raise if a backend's filter (a Qdrant ``Filter`` of either client) holds a part that
+    tests nothing: an engine evaluates such a part as "every point", which a delete must
+    never take from a translation slip. Both Qdrant filter classes share these field names."""
+    stack = [translated]
+    while stack:
+        node = stack.pop()
+        if hasattr(node, "must_not"):
+            clauses = [getattr(node, c, None) for c in _CLAUSES]
+            if not any(clauses):
+                raise ValueError(
+                    f"{what}(): the filter translated to an empty Qdrant condition, which matches every point; "
+                    "expected every part to test something. Fix: report this as a bug, and call clear() "
+                    "to delete every point on purpose."
+                )
+            for c in clauses[:3]:
+                stack.extend(c if isinstance(c, list) else [c] if c is not None else [])
+        elif hasattr(node, "key") and hasattr(node, "match") and not any(getattr(node, t, None) is not None for t in _FIELD_TESTS):
+            raise ValueError(f"{what}(): the filter on {node.key!r} translated to a condition that tests nothing.")
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,6 +7,7 @@ the natively async (:class:`AsyncClientBackend`, ``AsyncQdrantClient``) backends
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +16,8 @@ from typing import Any
 import numpy as np
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
-from m3_rag.store.backends.base import Hit
-from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, payload_key
+from m3_rag.store.backends.base import Hit, refuse_vacuous_filter
+from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, numeric_bound, payload_key
 from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
 from m3_rag.store.payload import DOC_ID_KEY
@@ -181,17 +182,17 @@ def _field(c: Condition) -> Any:
     key = payload_key(c.key)
     op, v = c.op, c.value
     if op in ("eq", "ne"):
-        if isinstance(v, float):
-            inner = models.FieldCondition(key=key, range=models.Range(gte=v, lte=v))  # MatchValue has no floats
-        else:
-            inner = models.FieldCondition(key=key, match=models.MatchValue(value=v))
+        inner = _equals(key, v)
         return inner if op == "eq" else models.Filter(must_not=[inner])
     if op in ("lt", "lte", "gt", "gte"):
         if isinstance(v, (dt.datetime, dt.date)):
             return models.FieldCondition(key=key, range=models.DatetimeRange(**{op: v}))
         return models.FieldCondition(key=key, range=models.Range(**{op: float(v)}))
     if op in ("in", "nin"):
-        inner = models.FieldCondition(key=key, match=models.MatchAny(any=list(v)))
+        if isinstance(v[0], str):
+            inner = models.FieldCondition(key=key, match=models.MatchAny(any=list(v)))
+        else:  # numbers compare as numbers, one equality each
+            inner = models.Filter(should=[_equals(key, x) for x in v])
         # nin as NOT(in) so it also matches points without the key, like `ne`.
         return inner if op == "in" else models.Filter(must_not=[inner])
     if op == "text":
@@ -202,6 +203,19 @@ def _field(c: Condition) -> Any:
     raise ValueError(f"unknown filter operator {op!r}")  # unreachable: Condition validates
 
 
+def _equals(key: str, v: Any) -> Any:
+    bound = numeric_bound(v)
+    if bound is not None:
+        return models.FieldCondition(key=key, range=models.Range(gte=bound, lte=bound))
+    return models.FieldCondition(key=key, match=models.MatchValue(value=v))
+
+
+def _delete_selector(filter: FilterNode) -> models.FilterSelector:
+    translated = to_client_filter(filter)
+    refuse_vacuous_filter(translated, "delete_where")
+    return models.FilterSelector(filter=translated)
+
+
 def _doc_id_index_args() -> dict[str, Any]:
     return {"field_name": DOC_ID_KEY, "field_schema": models.PayloadSchemaType.KEYWORD}
 
@@ -210,9 +224,36 @@ def _doc_id_index_args() -> dict[str, Any]:
 _LOCAL_INDEX_WARNING = "Payload indexes have no effect in the local Qdrant"
 
 
+class _Serialised:
+    """A ``QdrantClient`` whose calls run one at a time: local mode (``:memory:`` or a local
+    path) keeps its collections in plain Python structures that concurrent threads corrupt
+    (an IndexError under 4 threads). A server client is thread-safe and is not wrapped."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self._client = client
+        self._lock = threading.RLock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def locked(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return attr(*args, **kwargs)
+
+        return locked
+
+
+def _is_local(client: Any) -> bool:
+    from qdrant_client.local.qdrant_local import QdrantLocal
+
+    return isinstance(getattr(client, "_client", None), QdrantLocal)
+
+
 class ClientBackend:
     def __init__(self, client: QdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
-        self.client = client
+        self.client: Any = _Serialised(client) if _is_local(client) else client
         self.collection = collection
         self.options = options
 
@@ -254,7 +295,7 @@ class ClientBackend:
             self.client.delete(self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
 
     def delete_where(self, filter: FilterNode) -> None:
-        self.client.delete(self.collection, models.FilterSelector(filter=to_client_filter(filter)), wait=True)
+        self.client.delete(self.collection, _delete_selector(filter), wait=True)
 
     def count(self, filter: FilterNode | None = None) -> int:
         return int(self.client.count(self.collection, count_filter=_maybe_filter(filter), exact=True).count)
@@ -316,7 +357,7 @@ class AsyncClientBackend:
             await self.client.delete(self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
 
     async def delete_where(self, filter: FilterNode) -> None:
-        await self.client.delete(self.collection, models.FilterSelector(filter=to_client_filter(filter)), wait=True)
+        await self.client.delete(self.collection, _delete_selector(filter), wait=True)
 
     async def count(self, filter: FilterNode | None = None) -> int:
         return int((await self.client.count(self.collection, count_filter=_maybe_filter(filter), exact=True)).count)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import json
+import shutil
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,21 +22,50 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from m3_rag.store.backends.base import Hit, StoreLockedError
-from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, payload_key
+from m3_rag.store.backends.base import Hit, StorageFullError, StoreLockedError, refuse_vacuous_filter
+from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, numeric_bound, payload_key
 from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
+from m3_rag.store.names import edge_collection_dir
 from m3_rag.store.payload import DOC_ID_KEY
 from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery, WeightedSum
 from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema, VectorSpec, check_schema
 from m3_rag.types import SparseVector
 
-__all__ = ["EdgeBackend", "AsyncEdgeBackend", "edge_config", "to_edge_filter"]
+__all__ = ["EdgeBackend", "AsyncEdgeBackend", "edge_config", "to_edge_filter", "DISK_MARGIN_BYTES"]
 
 # Edge persists its config here (qdrant-edge-py 0.9.0); we read it to validate before loading.
 _CONFIG_FILE = "edge_config.json"
 _NO_MODIFIER = getattr(qe.Modifier, "None")  # `None` is a Python keyword
 _DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
+
+
+#: Free disk kept beyond each write's own size. The engine writes its WAL and segments through
+#: memory-mapped files, and a mapped write to a full disk kills the process with SIGBUS (no
+#: error to catch), so every write, reopen and optimize first checks that the disk has room
+#: for it (estimated generously) plus this margin: a new 32 MiB WAL segment and index files.
+DISK_MARGIN_BYTES = 64 * 2**20
+
+
+def _disk_free(path: Path) -> int:
+    while not path.exists():  # the shard folder may not exist yet: ask about the nearest parent
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def _allocated_bytes(folder: Path) -> int:
+    return sum(f.lstat().st_blocks * 512 for f in folder.rglob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def _write_bytes(points: Sequence[PointData]) -> int:
+    """A generous estimate of the disk one upsert takes: each point is written twice (WAL and
+    segment), vectors as float32, the payload as JSON."""
+    total = 0
+    for p in points:
+        floats = p.dense.size + (p.colbert.size if p.colbert is not None else 0)
+        sparse = 8 * len(p.sparse.indices) if p.sparse is not None else 0
+        total += 4 * floats + sparse + len(json.dumps(p.payload)) + 256
+    return 2 * total
 
 
 def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
@@ -51,6 +82,21 @@ def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
         )
     sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=_NO_MODIFIER)} if schema.has_sparse else None
     return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
+
+
+def _read_config(config_file: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        found = None if isinstance(config, dict) else f"a JSON {type(config).__name__}"
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        config, found = None, f"invalid JSON ({exc})"
+    if found is not None:
+        raise ValueError(
+            f"{config_file} holds {found}; expected the JSON object Qdrant Edge wrote when it created this "
+            "index. The folder is damaged or not an m3-rag index. Fix: restore it from a backup, or delete "
+            "the folder and index again."
+        )
+    return config
 
 
 def _found_specs(config: dict[str, Any]) -> dict[str, VectorSpec]:
@@ -73,18 +119,34 @@ class EdgeBackend:
     def __init__(self, path: str | Path, collection: str) -> None:
         self.root = Path(path)
         self.collection = collection
-        self.shard_path = self.root / collection
+        self.shard_path = edge_collection_dir(self.root, collection)  # confined, before any file is touched
         self._shard: qe.EdgeShard | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
+    def _require_space(self, need: int, what: str) -> None:
+        free = _disk_free(self.shard_path)
+        if free < need + DISK_MARGIN_BYTES:
+            mb = 2**20
+            raise StorageFullError(
+                errno.ENOSPC,
+                f"no space left for {what} at {self.shard_path}: {free / mb:.0f} MiB free, expected at least "
+                f"{(need + DISK_MARGIN_BYTES) / mb:.0f} MiB ({need / mb:.1f} MiB for it plus a "
+                f"{DISK_MARGIN_BYTES // mb} MiB margin; the engine maps its files, and a full disk would kill the process). "
+                "Nothing of this call was written. Fix: free space and rerun: acknowledged points are kept.",
+            )
+
     def open(self, schema: StoreSchema) -> None:
         config_file = self.shard_path / _CONFIG_FILE
         try:
             if config_file.exists():
-                found = _found_specs(json.loads(config_file.read_text()))
+                found = _found_specs(_read_config(config_file))
                 check_schema(self.collection, found, schema)
+                # Loading replays the WAL's unflushed tail into segments (after a crash, up to
+                # the whole log: measured 37 MB for a 27 MB WAL), so room for the log's size.
+                self._require_space(_allocated_bytes(self.shard_path / "wal"), "reopening the index")
                 self._shard = qe.EdgeShard.load(str(self.shard_path))
             else:
+                self._require_space(0, "creating the index")
                 self.shard_path.mkdir(parents=True, exist_ok=True)
                 self._shard = qe.EdgeShard.create(str(self.shard_path), edge_config(schema))
                 self._shard.update(qe.UpdateOperation.create_field_index(DOC_ID_KEY, qe.PayloadSchemaType.Keyword))
@@ -112,11 +174,14 @@ class EdgeBackend:
 
     def optimize(self) -> None:
         """Build the dense HNSW / sparse indexes now (Edge runs no background optimizer)."""
+        # Optimizing rewrites segments into new ones before it drops the old.
+        self._require_space(_allocated_bytes(self.shard_path / "segments"), "optimizing the index")
         self.shard.optimize()
 
     # --------------------------------------------------------------------------------- writes
     def upsert(self, points: Sequence[PointData]) -> None:
         if points:
+            self._require_space(_write_bytes(points), f"writing {len(points)} points")
             self.shard.update(qe.UpdateOperation.upsert_points([_point(p) for p in points]))
 
     def delete(self, point_ids: Sequence[PointId]) -> None:
@@ -124,7 +189,9 @@ class EdgeBackend:
             self.shard.update(qe.UpdateOperation.delete_points(list(point_ids)))
 
     def delete_where(self, filter: FilterNode) -> None:
-        self.shard.update(qe.UpdateOperation.delete_points_by_filter(to_edge_filter(filter)))
+        translated = to_edge_filter(filter)
+        refuse_vacuous_filter(translated, "delete_where")
+        self.shard.update(qe.UpdateOperation.delete_points_by_filter(translated))
 
     def clear(self) -> None:
         self.shard.update(qe.UpdateOperation.delete_points_by_filter(qe.Filter()))
@@ -215,6 +282,13 @@ def _hit(record: Any, score: float, with_vectors: bool) -> Hit:
     return Hit(point_id, float(score), dict(record.payload or {}), vectors)
 
 
+def _edge_equals(key: str, v: Any) -> Any:
+    bound = numeric_bound(v)
+    if bound is not None:
+        return qe.FieldCondition(key, range=qe.RangeFloat(gte=bound, lte=bound))
+    return qe.FieldCondition(key, match=qe.MatchValue(v))
+
+
 def _maybe_filter(node: FilterNode | None) -> qe.Filter | None:
     return None if node is None else to_edge_filter(node)
 
@@ -248,17 +322,17 @@ def _edge_field(c: Condition) -> Any:
             f"or use a Qdrant server (url=...) or location=':memory:'."
         )
     if op in ("eq", "ne"):
-        if isinstance(v, float):
-            inner = qe.FieldCondition(key, range=qe.RangeFloat(gte=v, lte=v))  # MatchValue has no floats
-        else:
-            inner = qe.FieldCondition(key, match=qe.MatchValue(v))
+        inner = _edge_equals(key, v)
         return inner if op == "eq" else qe.Filter(must_not=[inner])
     if op in ("lt", "lte", "gt", "gte"):
         if isinstance(v, (dt.datetime, dt.date)):
             return qe.FieldCondition(key, range=qe.RangeDateTime(**{op: v.isoformat()}))
         return qe.FieldCondition(key, range=qe.RangeFloat(**{op: float(v)}))
     if op in ("in", "nin"):
-        inner = qe.FieldCondition(key, match=qe.MatchAny(list(v)))
+        if isinstance(v[0], str):
+            inner = qe.FieldCondition(key, match=qe.MatchAny(list(v)))
+        else:  # numbers compare as numbers, one equality each
+            inner = qe.Filter(should=[_edge_equals(key, x) for x in v])
         # nin as NOT(in) so it also matches points without the key, like `ne`.
         return inner if op == "in" else qe.Filter(must_not=[inner])
     if op == "text":
