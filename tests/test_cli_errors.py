@@ -42,7 +42,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> 
 BAD = {
     # name: (argv, exit code, words the message must contain)
     "missing path": (["index", "{w}/does_not_exist"], 1, ["does not exist"]),
-    "unreadable file": (["index", "{w}/broken_link"], 1, ["cannot read", "gone.md"]),
+    "folder of only a dangling link": (["index", "{w}/broken_link"], 1, ["holds no", "gone.md", "symlink"]),
     "empty folder": (["index", "{w}/empty"], 1, ["holds no", "empty"]),
     "folder without documents": (["index", "{w}/only_images"], 1, ["holds no", "1 other file"]),
     "unsupported file": (["index", "{w}/notes.pdf"], 1, ["'.pdf'", "expected one of"]),

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from m3_rag.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, run_guarded
-from m3_rag.cli.output import format_hits, hits_to_json, relative
+from m3_rag.cli.output import format_hits, format_skipped, hits_to_json, relative
 from m3_rag.cli.resources import (
     DEFAULT_CLI_MODEL,
     ModelOptions,
@@ -90,11 +90,18 @@ def index_command(
     chunk_tokens: Annotated[int, typer.Option(help="tokens per chunk (model tokenizer)")] = 256,
     overlap_tokens: Annotated[int, typer.Option(help="tokens shared by consecutive chunks")] = 32,
     batch_size: Annotated[int, typer.Option(help="chunks per forward pass and write")] = 32,
+    max_file_bytes: Annotated[
+        Optional[int],
+        typer.Option(help="most bytes read per file (default 64 MiB); a bigger file in a folder is skipped, one named is an error"),
+    ] = None,
     progress: ProgressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Chunk and index files; re-runs skip unchanged files, replace changed ones and resume after Ctrl-C."""
-    from m3_rag.ingest import ChunkConfig, plan_index, run_index
+    """Chunk and index files; re-runs skip unchanged files, replace changed ones and resume after Ctrl-C.
+
+    Only regular files are read: in folders, hidden entries, symlinks, FIFOs/sockets/devices and
+    files over --max-file-bytes are skipped and listed in the report."""
+    from m3_rag.ingest import DEFAULT_MAX_FILE_BYTES, ChunkConfig, plan_index, run_index
 
     try:
         config = ChunkConfig(chunk_tokens, overlap_tokens)
@@ -102,6 +109,8 @@ def index_command(
         raise CliError(f"--chunk-tokens/--overlap-tokens: {exc}", EXIT_USAGE) from exc
     if batch_size < 1:
         raise CliError(f"--batch-size is {batch_size}; expected a positive int.", EXIT_USAGE)
+    if max_file_bytes is not None and max_file_bytes < 1:
+        raise CliError(f"--max-file-bytes is {max_file_bytes}; expected a positive int.", EXIT_USAGE)
     for name, value in (("--shards", shards), ("--replicas", replicas)):
         if value is not None and value < 1:
             raise CliError(f"{name} is {value}; expected a positive int.", EXIT_USAGE)
@@ -109,7 +118,8 @@ def index_command(
         raise CliError("--shards/--replicas need a Qdrant server (--url); an Edge folder is one local shard.", EXIT_USAGE)
     encoder = load_encoder(ModelOptions(model, device, dtype))
     show = _show_progress(progress)
-    plan = plan_index(paths, encoder, config, model_key(model), show_progress=show)
+    plan = plan_index(paths, encoder, config, model_key(model), show_progress=show,
+                      max_file_bytes=max_file_bytes or DEFAULT_MAX_FILE_BYTES)  # fmt: skip
     where = StoreOptions(path, url, api_key, collection, shards, replicas)
     store = open_store(encoder, where, create=True)
     try:
@@ -125,6 +135,7 @@ def index_command(
             "files_empty": report.files_empty, "chunks_written": report.chunks_written,
             "chunks_present": report.chunks_present, "chunks_in_index": total, "seconds": round(report.seconds, 3),
             "interrupted": report.interrupted, "skipped_files": [str(p) for p in report.skipped_paths],
+            "skipped": [e.to_json() for e in report.skipped],
         }))  # fmt: skip
     else:
         notes = []
@@ -141,8 +152,8 @@ def index_command(
             f"{report.chunks_present} already present; "
             f"{total} chunk(s) in {where.describe()}"
         )
-        if report.skipped_paths:
-            typer.echo(f"skipped {len(report.skipped_paths)} file(s) with other suffixes, e.g. {relative(report.skipped_paths[0])}")
+        for line in format_skipped(report.skipped):
+            typer.echo(line)
     if report.interrupted:
         raise CliError("interrupted; what was written is kept. Run the same command again to resume.", EXIT_INTERRUPTED)
 

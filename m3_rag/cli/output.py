@@ -1,4 +1,4 @@
-"""How search hits look: a readable listing, or JSON (``--json``)."""
+"""How search hits and index reports look: a readable listing, or JSON (``--json``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_source", "snippet", "format_hits", "hits_to_json", "relative"]
+__all__ = ["display_source", "snippet", "format_hits", "hits_to_json", "relative", "format_skipped", "SKIPPED_SHOWN"]
 
 _MODE_NAMES = ("dense", "sparse", "colbert")
+SKIPPED_SHOWN = 10  # skipped entries listed in the human index report (--json lists all)
+# Entries that may be a mistake or an attack come first; the usual ones (other suffixes) last.
+_SKIP_ORDER = ("special_file", "symlink", "too_large", "folder_loop", "hidden", "unsupported_suffix")
 
 
 def display_source(metadata: dict[str, Any], doc_id: str | None) -> str:
@@ -65,3 +68,20 @@ def hits_to_json(hits: Sequence[Any]) -> list[dict[str, Any]]:
 def relative(path: Path | str) -> str:
     rel = os.path.relpath(path)
     return rel if not rel.startswith("..") else str(path)
+
+
+def format_skipped(entries: Sequence[Any], *, limit: int = SKIPPED_SHOWN) -> list[str]:
+    """A count per reason, then at most ``limit`` entries (``path: detail``), the unusual first."""
+    if not entries:
+        return []
+    counts: dict[str, int] = {}
+    for e in entries:
+        counts[e.reason] = counts.get(e.reason, 0) + 1
+    rank = {r: i for i, r in enumerate(_SKIP_ORDER)}
+    ordered = sorted(entries, key=lambda e: (rank.get(e.reason, -1), str(e.path)))
+    lines = [f"skipped {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}: "
+             + ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in sorted(counts.items(), key=lambda kv: rank.get(kv[0], -1)))]  # fmt: skip
+    lines += [f"  {relative(e.path)}: {e.detail}" for e in ordered[:limit]]
+    if len(entries) > limit:
+        lines.append(f"  ... and {len(entries) - limit} more (--json lists them all)")
+    return lines

@@ -25,7 +25,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from m3_rag.ingest.chunking import ChunkConfig, TokenChunker
-from m3_rag.ingest.sources import IngestError, SourceFile, discover, read_documents
+from m3_rag.ingest.files import DEFAULT_MAX_FILE_BYTES, UNSUPPORTED_SUFFIX, SkippedEntry, SkippedFileError, read_bounded
+from m3_rag.ingest.sources import IngestError, SourceFile, discover, parse_documents
 
 __all__ = ["PlannedChunk", "FilePlan", "IndexPlan", "IndexReport", "plan_index", "run_index", "chunk_limit", "FINGERPRINT_KEY", "MODEL_KEY"]
 
@@ -50,7 +51,7 @@ class FilePlan:
 @dataclass(frozen=True)
 class IndexPlan:
     files: tuple[FilePlan, ...]
-    skipped: tuple[Path, ...]  # files in the folders with other suffixes
+    skipped: tuple[SkippedEntry, ...]  # folder entries not indexed, each with its reason
     model: str  # the model name, kept in each chunk's extra (search warns on a mismatch)
 
     @property
@@ -68,7 +69,12 @@ class IndexReport:
     chunks_present: int = 0  # already stored (unchanged files and resumed ones)
     seconds: float = 0.0
     interrupted: bool = False
-    skipped_paths: list[Path] = field(default_factory=list)
+    skipped: list[SkippedEntry] = field(default_factory=list)
+
+    @property
+    def skipped_paths(self) -> list[Path]:
+        """Skipped files with other suffixes (``index --json``'s ``skipped_files``, as before)."""
+        return [e.path for e in self.skipped if e.reason == UNSUPPORTED_SUFFIX]
 
     @property
     def chunks_per_second(self) -> float:
@@ -96,25 +102,35 @@ def plan_index(
     model_name: str,
     *,
     show_progress: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> IndexPlan:
-    """Read and chunk everything under ``paths``; raises :class:`IngestError` before any write."""
+    """Read and chunk everything under ``paths``; raises :class:`IngestError` before any write.
+
+    Each file is read at most ``max_file_bytes``; a walked file over it (or one that turned into a
+    link or special file since the walk) is skipped and listed in ``plan.skipped``."""
     limit = chunk_limit(encoder)
     if config.chunk_tokens > limit:
         raise IngestError(
             f"chunk size {config.chunk_tokens} tokens is more than model {model_name!r} reads "
             f"({limit} tokens plus special tokens); expected at most {limit}. Fix: --chunk-tokens {limit} or less."
         )
-    files, skipped = discover(paths)
+    files, skipped = discover(paths, max_file_bytes=max_file_bytes)
     chunker = TokenChunker(encoder.tokenizer, config)
     plans = []
     for file in tqdm(files, desc="reading", unit="file", disable=not show_progress, leave=False):
-        plans.append(_plan_file(file, chunker, model_name))
-    return IndexPlan(tuple(plans), tuple(skipped), model_name)
+        try:
+            plans.append(_plan_file(file, chunker, model_name, max_file_bytes))
+        except SkippedFileError as exc:
+            if file.explicit:
+                raise
+            skipped.append(exc.entry)
+    return IndexPlan(tuple(plans), tuple(sorted(skipped, key=lambda e: str(e.path))), model_name)
 
 
-def _plan_file(file: SourceFile, chunker: TokenChunker, model_name: str) -> FilePlan:
-    docs = list(read_documents(file))
-    fingerprint = _fingerprint(file.path, chunker.config, model_name)
+def _plan_file(file: SourceFile, chunker: TokenChunker, model_name: str, max_bytes: int) -> FilePlan:
+    data = read_bounded(file.path, max_bytes)  # read once: the same bytes are parsed and hashed
+    docs = list(parse_documents(file, data))
+    fingerprint = _fingerprint(data, chunker.config, model_name)
     chunks: list[PlannedChunk] = []
     for doc, pieces in zip(docs, chunker.chunk_many([d.text for d in docs])):
         for piece in pieces:
@@ -123,14 +139,8 @@ def _plan_file(file: SourceFile, chunker: TokenChunker, model_name: str) -> File
     return FilePlan(str(file.path), fingerprint, tuple(chunks))
 
 
-def _fingerprint(path: Path, config: ChunkConfig, model_name: str) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError as exc:
-        raise IngestError(f"cannot read {str(path)!r} ({exc.strerror or exc}). Fix: check that it is readable.") from exc
+def _fingerprint(data: bytes, config: ChunkConfig, model_name: str) -> str:
+    h = hashlib.sha256(data)  # the same digest as hashing the file, so existing indexes stay valid
     h.update(f"\0{config.chunk_tokens}\0{config.overlap_tokens}\0{model_name}".encode())
     return h.hexdigest()
 
@@ -145,7 +155,7 @@ def run_index(
 ) -> IndexReport:
     """Write the plan into ``store`` (see the module doc). Ctrl-C stops it cleanly: what was
     written stays, and running it again resumes. ``on_batch(n_written)`` is called after each write."""
-    report = IndexReport(files=len(plan.files), skipped_paths=list(plan.skipped))
+    report = IndexReport(files=len(plan.files), skipped=list(plan.skipped))
     todo = [f for f in plan.files if _prepare(store, f, report)]
     total = sum(len(f.chunks) for f in todo)
     start = time.perf_counter()

@@ -1,28 +1,48 @@
 """Finding and reading source documents: .txt/.md files, .jsonl records and BEIR corpus folders.
 
 Every problem with the input (missing path, unreadable or non-UTF-8 file, malformed jsonl line,
-a folder with nothing to index) raises :class:`IngestError` naming the file, what was found,
-what was expected and how to fix it, before anything is written to a store.
+a folder with nothing to index, a special file or an oversized file named explicitly) raises
+:class:`IngestError` naming the file, what was found, what was expected and how to fix it, before
+anything is written to a store. Which folder entries are read at all, and how (regular files
+only, links not followed in folders, a byte limit per file), is :mod:`m3_rag.ingest.files`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from m3_rag.ingest.files import (
+    DEFAULT_MAX_FILE_BYTES,
+    IngestError,
+    SkippedEntry,
+    SkippedFileError,
+    check_max_bytes,
+    classify,
+    read_bounded,
+    stat_named,
+    walk_folder,
+)
+
 __all__ = [
     "IngestError",
+    "SkippedEntry",
+    "SkippedFileError",
     "SourceDocument",
     "SourceFile",
     "TEXT_SUFFIXES",
     "JSONL_SUFFIXES",
     "RESERVED_METADATA",
+    "DEFAULT_MAX_FILE_BYTES",
     "discover",
     "read_documents",
+    "parse_documents",
 ]
 
 TEXT_SUFFIXES = (".txt", ".md", ".markdown")
@@ -31,16 +51,13 @@ JSONL_SUFFIXES = (".jsonl",)
 RESERVED_METADATA = ("source", "file", "record_id", "title", "chunk", "n_chunks")
 
 
-class IngestError(ValueError):
-    """A source path or file cannot be indexed as given."""
-
-
 @dataclass(frozen=True)
 class SourceFile:
     """One file to index. ``path`` is absolute; it is the documents' ``doc_id`` in the store."""
 
     path: Path
     kind: str  # "text" or "jsonl"
+    explicit: bool = False  # named on the command line: a problem reading it is an error, not a skip
 
 
 @dataclass(frozen=True)
@@ -53,42 +70,65 @@ class SourceDocument:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def discover(paths: Sequence[str | os.PathLike]) -> tuple[list[SourceFile], list[Path]]:
-    """The files to index under ``paths`` (sorted, de-duplicated) and the files skipped.
+def discover(
+    paths: Sequence[str | os.PathLike], *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> tuple[list[SourceFile], list[SkippedEntry]]:
+    """The files to index under ``paths`` (sorted, de-duplicated) and the entries skipped.
 
-    A folder is walked recursively (hidden entries skipped) for .txt/.md/.jsonl files; a BEIR
-    folder (``corpus.jsonl`` beside ``queries.jsonl``) contributes only its corpus. A file
-    named explicitly must have a supported suffix.
+    A folder is walked recursively for .txt/.md/.jsonl regular files; hidden entries, links,
+    special files, files over ``max_file_bytes`` and other suffixes are skipped and reported
+    (see :mod:`m3_rag.ingest.files`). A BEIR folder (``corpus.jsonl`` beside ``queries.jsonl``)
+    contributes only its corpus. A path named explicitly is followed if it is a link, and must be
+    a regular file with a supported suffix within the limit, or a folder: else IngestError.
     """
+    check_max_bytes(max_file_bytes)
     if not paths:
         raise IngestError("no path given; expected at least one file or folder. Fix: m3-rag index PATH...")
     found: dict[Path, SourceFile] = {}
-    skipped: list[Path] = []
+    skipped: dict[Path, SkippedEntry] = {}
     for raw in paths:
         path = Path(raw).expanduser()
-        if not path.exists():
-            raise IngestError(f"{str(raw)!r} does not exist; expected a file or folder to index. Fix: check the path.")
-        if path.is_file():
-            kind = _kind(path)
-            if kind is None:
-                raise IngestError(
-                    f"{str(raw)!r} has suffix {path.suffix!r}; expected one of "
-                    f"{', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)}. Fix: convert it, or index its folder."
-                )
-            found.setdefault(path.resolve(), SourceFile(path.resolve(), kind))
+        st = stat_named(raw)
+        if not stat.S_ISDIR(st.st_mode):
+            found.setdefault(*_named_file(raw, path, st, max_file_bytes))
             continue
         if not os.access(path, os.R_OK | os.X_OK):
             raise IngestError(f"cannot read folder {str(raw)!r} (permission denied). Fix: check its permissions.")
-        files, other = _walk(path)
+        files, other = _walk(path, max_file_bytes)
         if not files:
             raise IngestError(
-                f"folder {str(raw)!r} holds no {'/'.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files "
-                f"({len(other)} other file(s)); expected at least one. Fix: pass a folder with documents."
+                f"folder {str(raw)!r} holds no {'/'.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files to index "
+                f"({_summary(other)}); expected at least one. Fix: pass a folder with documents."
             )
         for f in files:
             found.setdefault(f.path, f)
-        skipped += other
-    return sorted(found.values(), key=lambda f: str(f.path)), sorted(set(skipped))
+        skipped.update((e.path, e) for e in other)
+    return sorted(found.values(), key=lambda f: str(f.path)), sorted(skipped.values(), key=lambda e: str(e.path))
+
+
+def _named_file(raw: str | os.PathLike, path: Path, st: os.stat_result, max_bytes: int) -> tuple[Path, SourceFile]:
+    problem = classify(path, st, max_bytes)
+    if problem is not None:
+        if os.path.islink(path):
+            problem = replace(problem, detail=f"a symlink to {os.readlink(path)!r}, {problem.detail}")
+        raise SkippedFileError(problem)
+    kind = _kind(path)
+    if kind is None:
+        raise IngestError(
+            f"{str(raw)!r} has suffix {path.suffix!r}; expected one of "
+            f"{', '.join(TEXT_SUFFIXES + JSONL_SUFFIXES)}. Fix: convert it, or index its folder."
+        )
+    real = path.resolve()
+    return real, SourceFile(real, kind, explicit=True)
+
+
+def _summary(skipped: Sequence[SkippedEntry]) -> str:
+    if not skipped:
+        return "it is empty"
+    counts = Counter(e.reason for e in skipped)
+    first = skipped[0]
+    return (f"{len(skipped)} other file(s) skipped: " + ", ".join(f"{n} {r}" for r, n in sorted(counts.items()))
+            + f"; e.g. {first.path.name}, {first.detail}")  # fmt: skip
 
 
 def _kind(path: Path) -> str | None:
@@ -100,35 +140,18 @@ def _kind(path: Path) -> str | None:
     return None
 
 
-def _walk(folder: Path) -> tuple[list[SourceFile], list[Path]]:
+def _walk(folder: Path, max_bytes: int) -> tuple[list[SourceFile], list[SkippedEntry]]:
     root = folder.resolve()
-    if (root / "corpus.jsonl").is_file() and (root / "queries.jsonl").is_file():
-        return [SourceFile(root / "corpus.jsonl", "jsonl")], []  # BEIR: queries/qrels are not documents
-    files: list[SourceFile] = []
-    other: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_raise_walk_error):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            kind = _kind(path)
-            if kind is None:
-                other.append(path)
-            else:
-                files.append(SourceFile(path, kind))
-    return files, other
+    corpus = root / "corpus.jsonl"
+    if os.path.lexists(corpus) and os.path.lexists(root / "queries.jsonl"):
+        # BEIR: queries/qrels are not documents; the corpus is checked like any walked entry.
+        problem = classify(corpus, os.lstat(corpus), max_bytes)
+        return ([], [problem]) if problem else ([SourceFile(corpus, "jsonl")], [])
+    paths, skipped = walk_folder(root, max_bytes, TEXT_SUFFIXES + JSONL_SUFFIXES)
+    return [SourceFile(p, _kind(p) or "text") for p in paths], skipped
 
 
-def _raise_walk_error(exc: OSError) -> None:
-    raise IngestError(f"cannot read folder {exc.filename!r} ({exc.strerror}). Fix: check its permissions.")
-
-
-def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise IngestError(f"cannot read {str(path)!r} ({exc.strerror or exc}). Fix: check that it is a readable file.") from exc
+def _decode(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -138,11 +161,18 @@ def _read_text(path: Path) -> str:
         ) from exc
 
 
-def read_documents(file: SourceFile) -> Iterator[SourceDocument]:
-    """The documents of one file (a text file is one document; a jsonl file one per record)."""
+def read_documents(file: SourceFile, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Iterator[SourceDocument]:
+    """The documents of one file (a text file is one document; a jsonl file one per record).
+
+    Reads at most ``max_bytes`` (:func:`~m3_rag.ingest.files.read_bounded`)."""
+    return parse_documents(file, read_bounded(file.path, max_bytes))
+
+
+def parse_documents(file: SourceFile, data: bytes) -> Iterator[SourceDocument]:
+    """The documents in ``data``, the bytes of ``file`` (read once by the caller, who also hashes them)."""
     source = str(file.path)
     base = {"source": source, "file": file.path.name}
-    text = _read_text(file.path)
+    text = _decode(file.path, data)
     if file.kind == "text":
         yield SourceDocument(source, source, text, dict(base))
         return
