@@ -5,9 +5,10 @@ Messages quote values through :func:`short_repr`, so a huge or hostile value is 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["REPR_LIMIT", "short_repr", "unicode_problem", "check_text", "check_texts"]
+__all__ = ["REPR_LIMIT", "short_repr", "unicode_problem", "check_text", "check_texts", "as_list"]
 
 REPR_LIMIT = 80  # characters of a value quoted in an error message
 
@@ -83,3 +84,25 @@ def check_texts(texts: Iterable[object], what: str = "texts") -> list[str]:
     for i, text in enumerate(items):
         check_text(text, f"{what}[{i}]")
     return items  # type: ignore[return-value]
+
+
+def as_list(value: Any, name: str, items: str) -> list:
+    """``value`` (any iterable) as a list. A lone str or bytes, a dict or a record (a pydantic
+    model such as a LangChain ``Document`` or a LlamaIndex node) is refused: all are iterable,
+    and iterating them would silently act on each character, key or field.
+
+    >>> as_list(("a", "b"), "ids", "ids")
+    ['a', 'b']
+    >>> as_list("d1", "ids", "ids")
+    Traceback (most recent call last):
+    ...
+    TypeError: ids must be a list of ids; found a single str: 'd1'. Fix: pass ['d1'].
+    """
+    from pydantic import BaseModel  # a qdrant-client dependency; adapters' records are its models
+
+    if isinstance(value, (str, bytes, bytearray, Mapping, BaseModel)) or not isinstance(value, Iterable):
+        shown = short_repr(value)
+        raise TypeError(
+            f"{name} must be a list of {items}; found a single {type(value).__name__}: {shown}. Fix: pass [{shown}]."
+        )
+    return list(value)

@@ -12,6 +12,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from m3_rag.types import M3Output, validate_outputs
+from m3_rag.validation import as_list
 
 __all__ = ["EmbeddingsEncoder"]
 
@@ -38,23 +39,25 @@ class EmbeddingsEncoder:
         self, texts: Sequence[str], *, outputs: Collection[str] | str = ("dense",), show_progress: bool = False
     ) -> M3Output:
         self._check_outputs(outputs)
-        texts = list(texts)
+        texts = as_list(texts, "texts", "texts")
         return self._output(self.embeddings.embed_documents(texts) if texts else [], len(texts))
 
     def encode_queries(
         self, texts: Sequence[str], *, outputs: Collection[str] | str = ("dense",), show_progress: bool = False
     ) -> M3Output:
         self._check_outputs(outputs)
+        texts = as_list(texts, "texts", "texts")
         return self._output([self.embeddings.embed_query(t) for t in texts], len(texts))
 
     async def aencode_documents(self, texts: Sequence[str], *, outputs: Collection[str] | str = ("dense",)) -> M3Output:
         """Uses the wrapped model's own async path (e.g. a remote embedding API)."""
         self._check_outputs(outputs)
-        texts = list(texts)
+        texts = as_list(texts, "texts", "texts")
         return self._output(await self.embeddings.aembed_documents(texts) if texts else [], len(texts))
 
     async def aencode_queries(self, texts: Sequence[str], *, outputs: Collection[str] | str = ("dense",)) -> M3Output:
         self._check_outputs(outputs)
+        texts = as_list(texts, "texts", "texts")
         return self._output([await self.embeddings.aembed_query(t) for t in texts], len(texts))
 
     def _check_outputs(self, outputs: Collection[str] | str) -> None:

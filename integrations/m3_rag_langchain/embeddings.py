@@ -5,6 +5,7 @@ from __future__ import annotations
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
 
+from m3_rag.validation import as_list
 from m3_rag_langchain._encoder import EncoderFields
 
 __all__ = ["BGEM3Embeddings"]
@@ -20,7 +21,7 @@ class BGEM3Embeddings(EncoderFields, Embeddings):
     """
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        texts = list(texts)
+        texts = as_list(texts, "texts", "texts")
         if not texts:
             return []
         out = self.encoder.encode_documents(texts, outputs=("dense",), show_progress=self.show_progress)

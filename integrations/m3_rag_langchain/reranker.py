@@ -13,6 +13,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
 from m3_rag.store.queries import DEFAULT_WEIGHTS, check_weights, model_weights
+from m3_rag.validation import as_list
 from m3_rag_langchain._encoder import resolve_encoder
 
 __all__ = ["M3Reranker", "DEFAULT_M3_WEIGHTS"]
@@ -64,9 +65,10 @@ class M3Reranker(BaseDocumentCompressor):
 
     def scores(self, query: str, texts: Sequence[str]) -> np.ndarray:
         """The relevance score of each text for ``query`` (higher is better)."""
+        texts = as_list(texts, "texts", "texts")
         outputs = ("colbert",) if self.score == "colbert" else ("dense", "sparse", "colbert")
         q = self.encoder.encode_queries([query], outputs=outputs)
-        d = self.encoder.encode_documents(list(texts), outputs=outputs)
+        d = self.encoder.encode_documents(texts, outputs=outputs)
         colbert = maxsim_scores(q.colbert[0], d.colbert)
         if self.score == "colbert":
             return colbert
@@ -78,6 +80,7 @@ class M3Reranker(BaseDocumentCompressor):
     def compress_documents(
         self, documents: Sequence[Document], query: str, callbacks: Callbacks | None = None
     ) -> Sequence[Document]:
+        documents = as_list(documents, "documents", "Documents")
         if not documents:
             return []
         scores = self.scores(query, [doc.page_content for doc in documents])

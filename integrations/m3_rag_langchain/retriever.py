@@ -7,7 +7,9 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
+
+from m3_rag.store.queries import check_mode
 
 from m3_rag_langchain.vectorstore import M3VectorStore
 
@@ -34,13 +36,20 @@ class M3Retriever(BaseRetriever):
     prefetch_k: int | None = None
     score_key: str | None = None
 
+    @model_validator(mode="after")
+    def _check_mode(self) -> M3Retriever:
+        if self.mode is not None:
+            check_mode(self.mode, self.vectorstore.store.schema)
+        return self
+
     def _options(self, k: int | None, mode: str | None, filter: Any, prefetch_k: int | None) -> dict[str, Any]:
         k = self.k if k is None else k
         if k < 1:
             raise ValueError(f"k must be >= 1, found {k}")
         return {
             "k": k,
-            "mode": mode or self.mode,
+            # None defers to the retriever, then the store; "" is a mode, and the store refuses it.
+            "mode": self.mode if mode is None else mode,
             "filter": self.filter if filter is None else filter,
             "prefetch_k": self.prefetch_k if prefetch_k is None else prefetch_k,
         }

@@ -6,6 +6,7 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_qdrant.sparse_embeddings import SparseEmbeddings, SparseVector
 
 from m3_rag.types import SparseVector as M3SparseVector
+from m3_rag.validation import as_list
 from m3_rag_langchain._encoder import EncoderFields
 
 __all__ = ["BGEM3SparseEmbeddings", "to_langchain_sparse"]
@@ -25,7 +26,7 @@ class BGEM3SparseEmbeddings(EncoderFields, SparseEmbeddings):
     """
 
     def embed_documents(self, texts: list[str]) -> list[SparseVector]:
-        texts = list(texts)
+        texts = as_list(texts, "texts", "texts")
         if not texts:
             return []
         out = self.encoder.encode_documents(texts, outputs=("sparse",), show_progress=self.show_progress)

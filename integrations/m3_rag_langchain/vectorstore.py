@@ -17,7 +17,10 @@ from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 
 from m3_rag.store import AsyncM3Store, M3Store, SearchResult
+from m3_rag.store.queries import DEFAULT_MODE, check_mode
+from m3_rag.store.schema import schema_from_encoder
 from m3_rag.types import ALL_OUTPUTS
+from m3_rag.validation import as_list
 from m3_rag_langchain.dense_only import EmbeddingsEncoder
 from m3_rag_langchain.embeddings import BGEM3Embeddings
 
@@ -66,7 +69,13 @@ class M3VectorStore(VectorStore):
 
     Returned documents carry exactly the metadata that was added, and ``Document.id``.
     ``filter=`` takes a Mongo-style dict (``{"year": {"$gte": 2020}}``) or an
-    ``m3_rag.store.filters`` node.
+    ``m3_rag.store.filters`` node; ``{"title": {"$text": "Hello world"}}`` is Qdrant's
+    case-insensitive word match (every word, in any order; not a substring or phrase).
+
+    Arguments are checked where they enter: a ``mode`` (constructor, search keyword,
+    ``as_retriever(search_kwargs=...)``) that the store cannot run raises ``ValueError``
+    listing the modes, and every list argument (``texts``, ``metadatas``, ``ids``,
+    ``documents``) given as a single str, dict or ``Document`` raises ``TypeError``.
     """
 
     def __init__(
@@ -95,18 +104,22 @@ class M3VectorStore(VectorStore):
                     f"store= was given together with {sorted({**connection, **store_options})}; expected one. "
                     "Fix: configure the connection on the M3Store, or drop store=."
                 )
-            self._store = store
+            schema = store.schema
         else:
             encoder = encoder_for(embedding, dense_dim)
-            self._store = M3Store(encoder, collection=collection, **connection, **store_options)
+            schema = schema_from_encoder(encoder)
+        # Checked before a store opens (and, on Edge, locks) its path.
+        default = DEFAULT_MODE if set(schema.outputs) >= set(ALL_OUTPUTS) else "dense"
+        self.mode = default if mode is None else check_mode(mode, schema)
+        if store is None:
+            store = M3Store(encoder, collection=collection, **connection, **store_options)
             if async_store is None and url is not None:
                 async_store = AsyncM3Store(encoder, collection=collection, **connection, **store_options)
+        self._store = store
         self._async_store = async_store
         # In-process engines (Edge, local mode) get their async calls on one worker thread:
         # calls stay serialised as on the sync API, and the event loop never blocks.
         self._worker: ThreadPoolExecutor | None = None
-        outputs = tuple(getattr(self._store.encoder, "outputs", ALL_OUTPUTS))
-        self.mode = mode or ("hybrid+rerank" if set(outputs) >= set(ALL_OUTPUTS) else "dense")
         self.weights = weights
         self.prefetch_k = prefetch_k
 
@@ -147,7 +160,7 @@ class M3VectorStore(VectorStore):
     ) -> list[str]:
         """Add (or overwrite, by id) texts; missing ids get a UUID4. Returns the ids."""
         _no_extra(kwargs, "add_texts")
-        texts, ids = _texts_and_ids(texts, ids)
+        texts, metadatas, ids = _rows(texts, metadatas, ids)
         self._store.add_texts(
             texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
         )
@@ -164,11 +177,18 @@ class M3VectorStore(VectorStore):
         **kwargs: Any,
     ) -> list[str]:
         _no_extra(kwargs, "aadd_texts")
-        texts, ids = _texts_and_ids(texts, ids)
+        texts, metadatas, ids = _rows(texts, metadatas, ids)
         await self._arun(
             "add_texts", texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
         )
         return ids
+
+    def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        # LangChain's version iterates first: a lone Document would be read field by field.
+        return super().add_documents(as_list(documents, "documents", "Documents"), **kwargs)
+
+    async def aadd_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
+        return await super().aadd_documents(as_list(documents, "documents", "Documents"), **kwargs)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         """Delete by ids (missing ids are fine). ``ids=None`` raises rather than wiping the
@@ -191,10 +211,10 @@ class M3VectorStore(VectorStore):
 
     # ------------------------------------------------------------------------------- read
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return [_point_document(p) for p in self._store.get(list(ids))]
+        return [_point_document(p) for p in self._store.get(as_list(ids, "ids", "ids"))]
 
     async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return [_point_document(p) for p in await self._arun("get", list(ids))]
+        return [_point_document(p) for p in await self._arun("get", as_list(ids, "ids", "ids"))]
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
@@ -232,7 +252,7 @@ class M3VectorStore(VectorStore):
         return self._relevance_fn(None)
 
     def _relevance_fn(self, mode: str | None) -> Callable[[float], float]:
-        mode = mode or self.mode
+        mode = self._mode(mode)
         if mode not in BOUNDED_MODES:
             raise NotImplementedError(
                 f"mode {mode!r} has no bounded score to map to a [0, 1] relevance; relevance scores exist "
@@ -240,6 +260,15 @@ class M3VectorStore(VectorStore):
             )
         # Cosine/MaxSim in [-1, 1] -> [0, 1]; the clamp absorbs float rounding (1.0000001).
         return lambda score: min(1.0, max(0.0, (score + 1.0) / 2.0))
+
+    def _mode(self, mode: str | None) -> str:
+        """The store's mode for ``None``, else ``mode`` checked by the core (``""`` is not ``None``)."""
+        return self.mode if mode is None else check_mode(mode, self._store.schema)
+
+    def as_retriever(self, **kwargs: Any) -> Any:
+        """LangChain's ``VectorStoreRetriever``; a ``search_kwargs`` mode is checked now, not at the first query."""
+        self._mode((kwargs.get("search_kwargs") or {}).get("mode"))
+        return super().as_retriever(**kwargs)
 
     def _search_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(kwargs) - set(_SEARCH_OPTIONS))
@@ -249,7 +278,7 @@ class M3VectorStore(VectorStore):
                 "Fix: pass only these (e.g. as_retriever(search_kwargs={'k': 4, 'mode': 'dense'}))."
             )
         options = {
-            "mode": kwargs.get("mode") or self.mode,
+            "mode": self._mode(kwargs.get("mode")),
             "filter": kwargs.get("filter"),
             "prefetch_k": kwargs.get("prefetch_k", self.prefetch_k),
         }
@@ -272,8 +301,13 @@ class M3VectorStore(VectorStore):
         **kwargs: Any,
     ) -> M3VectorStore:
         """Build a store (``kwargs`` as for the constructor) and add ``texts`` to it."""
+        texts, metadatas, ids = _rows(texts, metadatas, ids)  # before the store opens its path
         vs = cls(embedding, **kwargs)
-        vs.add_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+        try:
+            vs.add_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+        except BaseException:
+            vs.close()  # else an Edge path stays locked by a store the caller never got
+            raise
         return vs
 
     @classmethod
@@ -288,9 +322,22 @@ class M3VectorStore(VectorStore):
         show_progress: bool = False,
         **kwargs: Any,
     ) -> M3VectorStore:
+        texts, metadatas, ids = _rows(texts, metadatas, ids)
         vs = cls(embedding, **kwargs)
-        await vs.aadd_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+        try:
+            await vs.aadd_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+        except BaseException:
+            await vs.aclose()
+            raise
         return vs
+
+    @classmethod
+    def from_documents(cls, documents: list[Document], embedding: Embeddings, **kwargs: Any) -> M3VectorStore:
+        return super().from_documents(as_list(documents, "documents", "Documents"), embedding, **kwargs)
+
+    @classmethod
+    async def afrom_documents(cls, documents: list[Document], embedding: Embeddings, **kwargs: Any) -> M3VectorStore:
+        return await super().afrom_documents(as_list(documents, "documents", "Documents"), embedding, **kwargs)
 
     def close(self) -> None:
         """Close the store (a native async store needs :meth:`aclose`)."""
@@ -313,17 +360,19 @@ class M3VectorStore(VectorStore):
         return await run_in_executor(self._worker, getattr(self._store, method), *args, **kwargs)
 
 
-def _texts_and_ids(texts: Iterable[str], ids: Sequence[str | None] | None) -> tuple[list[str], list[str]]:
-    texts = list(texts)
-    if ids is None:
-        ids = [None] * len(texts)
+def _rows(
+    texts: Iterable[str], metadatas: Iterable[dict] | None, ids: Iterable[str | None] | None
+) -> tuple[list[str], list[dict] | None, list[str]]:
+    texts = as_list(texts, "texts", "texts")
+    metadatas = None if metadatas is None else as_list(metadatas, "metadatas", "dicts (one per text)")
+    ids = [None] * len(texts) if ids is None else as_list(ids, "ids", "ids")
     if len(ids) != len(texts):
         raise ValueError(
             f"got {len(ids)} ids for {len(texts)} texts; expected one id (or None) per text. "
             "Fix: pass ids of the same length, or none to generate them."
         )
     # LangChain ids are strings: generate UUID4s for the documents that have none.
-    return texts, [str(uuid.uuid4()) if i is None else i for i in ids]
+    return texts, metadatas, [str(uuid.uuid4()) if i is None else i for i in ids]
 
 
 def _ids_to_delete(ids: list[str] | None) -> list[str]:
@@ -332,7 +381,7 @@ def _ids_to_delete(ids: list[str] | None) -> list[str]:
             "delete() needs ids; got None. Deleting everything on a missing argument would lose data. "
             "Fix: pass ids=[...], or call clear() to empty the collection."
         )
-    return list(ids)
+    return as_list(ids, "ids", "ids")
 
 
 def _no_extra(kwargs: dict[str, Any], method: str) -> None:

@@ -3,18 +3,33 @@
 Every operator maps to what Qdrant evaluates natively, with Qdrant's array semantics (a
 condition on a list-valued field matches when any element matches):
 
-============================  ==========================================
-LlamaIndex                    core
-============================  ==========================================
-EQ NE GT GTE LT LTE           eq ne gt gte lt lte
-IN NIN                        in nin
-ANY (list contains any of)    in
-CONTAINS (list contains x)    eq
-ALL (list contains all of)    And(eq, eq, ...)
-TEXT_MATCH                    text (Qdrant full-text match)
-IS_EMPTY                      is_empty
-TEXT_MATCH_INSENSITIVE        raises: Qdrant has no case-insensitive match
-============================  ==========================================
+=======================================  ==========================================
+LlamaIndex                               core
+=======================================  ==========================================
+EQ NE GT GTE LT LTE                      eq ne gt gte lt lte (values passed as given)
+IN NIN                                   in nin
+ANY (list contains any of)               in
+CONTAINS (list contains x)               eq
+ALL (list contains all of)               And(eq, eq, ...)
+TEXT_MATCH, TEXT_MATCH_INSENSITIVE       text (Qdrant ``MatchText``)
+IS_EMPTY                                 is_empty
+=======================================  ==========================================
+
+What they match, measured on both backends (Qdrant Edge and qdrant-client local mode agree;
+tests/test_hardening_adapters.py):
+
+- TEXT_MATCH and TEXT_MATCH_INSENSITIVE are the same **case-insensitive word match**, as in
+  LlamaIndex's own Qdrant store: both sides are split into words (runs of letters and
+  digits, lower-cased; punctuation separates) and a field matches when it contains every
+  word of the value, in any order. Not a substring (``"ell"`` does not match ``"hello"``)
+  and not a phrase (``"world hello"`` matches ``"Hello, world!"``); accents are kept
+  (``"héllo"`` does not match ``"hello"``). A Qdrant server before 1.19.1 compared an
+  unindexed field as a case-sensitive substring instead (qdrant/qdrant#10341).
+- CONTAINS is an exact, case-sensitive equality with the field, or with any element of a
+  list field: on a plain string field it is ``==``, not a substring (``"a"`` does not match
+  ``"ab"``).
+- IS_EMPTY matches a missing key, ``None`` and ``[]``, as LlamaIndex defines it; ``""``,
+  ``{}`` and ``[None]`` are values, not empty.
 
 Keys address the node's metadata (``metadata.<key>`` in the payload), as the core model
 does; ``$doc_id`` and ``$id`` address the shared top-level fields.
@@ -50,6 +65,8 @@ _DIRECT = {
     FilterOperator.ANY: "in",
     FilterOperator.CONTAINS: "eq",
     FilterOperator.TEXT_MATCH: "text",
+    # Qdrant's text match is case-insensitive already (see the module docstring).
+    FilterOperator.TEXT_MATCH_INSENSITIVE: "text",
 }
 SUPPORTED_OPERATORS = frozenset(_DIRECT) | {FilterOperator.ALL, FilterOperator.IS_EMPTY}
 _LIST_OPERATORS = {FilterOperator.IN, FilterOperator.NIN, FilterOperator.ANY, FilterOperator.ALL}
@@ -101,11 +118,7 @@ def _translate_one(f: MetadataFilter | ExactMatchFilter) -> FilterNode:
         raise UnsupportedFilterError(
             f"filter on {f.key!r} uses operator {op.value!r}, which the m3 store cannot evaluate "
             f"exactly; supported: {sorted(o.value for o in SUPPORTED_OPERATORS)}. "
-            + (
-                "Fix: use TEXT_MATCH (case-sensitive) or store a lower-cased copy of the field."
-                if op == FilterOperator.TEXT_MATCH_INSENSITIVE
-                else "Fix: rewrite the filter with a supported operator."
-            )
+            "Fix: rewrite the filter with a supported operator."
         )
     if op == FilterOperator.IS_EMPTY:
         return Condition(f.key, "is_empty", True)
@@ -130,4 +143,5 @@ def _translate_one(f: MetadataFilter | ExactMatchFilter) -> FilterNode:
             )
         conds: list[FilterNode] = [Condition(f.key, "eq", v) for v in value]
         return conds[0] if len(conds) == 1 else And(conds)
+    # The value as given: the core compares numbers as numbers (EQ 1 matches a stored 1.0).
     return Condition(f.key, _DIRECT[op], value)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
 
@@ -22,14 +22,16 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
 from llama_index.core.vector_stores.types import MetadataFilters
 
+from m3_rag.store.queries import MODES, Mode, check_mode
 from m3_rag_llamaindex.filters import to_core_filter
 from m3_rag_llamaindex.nodes import record_to_node
 from m3_rag_llamaindex.vector_store import M3VectorStore
 
 __all__ = ["M3Retriever", "SearchMode", "SEARCH_MODES"]
 
-SearchMode = Literal["dense", "sparse", "hybrid", "hybrid+rerank", "m3"]
-SEARCH_MODES: tuple[str, ...] = ("dense", "sparse", "hybrid", "hybrid+rerank", "m3")
+# The core's modes (one list, in m3_rag.store.queries).
+SearchMode = Mode
+SEARCH_MODES: tuple[str, ...] = MODES
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class M3Retriever(BaseRetriever):
         filters: MetadataFilters | None = None,
         **kwargs: Any,
     ) -> None:
-        _check_mode(mode)
+        check_mode(mode, vector_store._core().schema)
         if k < 1:
             raise ValueError(f"k is {k}; expected at least 1")
         self._vector_store = vector_store
@@ -92,10 +94,11 @@ class M3Retriever(BaseRetriever):
 
     def _search_kwargs(self, query_bundle: QueryBundle) -> dict[str, Any]:
         call = _CALL.get()
-        mode = call.mode or self._mode
-        _check_mode(mode)
+        # None means "the retriever's"; "" or 0 are values, and the core refuses them.
+        mode = self._mode if call.mode is None else check_mode(call.mode, self._vector_store._core().schema)
+        k = self._k if call.k is None else call.k
         flt = to_core_filter(call.filters if call.filters is not None else self._filters)
-        kwargs: dict[str, Any] = {"mode": mode, "k": call.k or self._k, "filter": flt, "prefetch_k": self._prefetch_k}
+        kwargs: dict[str, Any] = {"mode": mode, "k": k, "filter": flt, "prefetch_k": self._prefetch_k}
         if self._weights is not None:
             kwargs["weights"] = self._weights
         return kwargs
@@ -117,11 +120,6 @@ class M3Retriever(BaseRetriever):
         encoded = self._vector_store.encoder.encode_queries([query])
         hits = self._vector_store.client.search_encoded(encoded, **kwargs)
         return [_to_node(h) for h in hits]
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in SEARCH_MODES:
-        raise ValueError(f"search mode {mode!r} is unknown; expected one of {SEARCH_MODES}")
 
 
 def _to_node(hit: Any) -> NodeWithScore:

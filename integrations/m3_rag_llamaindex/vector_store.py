@@ -18,6 +18,9 @@ Query modes (``similarity_top_k`` = k1, ``sparse_top_k`` = k2, ``hybrid_top_k`` 
 RRF or MaxSim and refuse an ``alpha``. ``weights`` (dense, sparse, colbert) default to the core
 store's, i.e. the encoder's model's (``encoder.config.default_weights``).
 ``doc_ids``/``node_ids`` restrict every mode to those documents / nodes.
+
+Every list argument (``nodes``, ``node_ids``, a query's ``doc_ids``/``node_ids``) given as a
+single str or node raises ``TypeError`` rather than being read character by character.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store, StoredPoint
 from m3_rag.store.queries import check_weights
 from m3_rag.store.filters import And, Condition, FilterNode
 from m3_rag.types import M3Output
+from m3_rag.validation import as_list
 from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached
 from m3_rag_llamaindex.filters import to_core_filter
 from m3_rag_llamaindex.nodes import NodeRecord, node_to_record, record_to_node
@@ -189,6 +193,7 @@ class M3VectorStore(BasePydanticVectorStore):
 
     # ------------------------------------------------------------------------------ writing
     def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
+        nodes = as_list(nodes, "nodes", "nodes")
         store = self._sync()
         ids: list[str] = []
         with self._progress(len(nodes)) as bar:
@@ -202,6 +207,7 @@ class M3VectorStore(BasePydanticVectorStore):
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         if self._astore is None:
             return await self._in_worker(self.add, nodes, **kwargs)
+        nodes = as_list(nodes, "nodes", "nodes")
         ids: list[str] = []
         with self._progress(len(nodes)) as bar:
             for batch in self._batches(nodes):
@@ -289,10 +295,11 @@ class M3VectorStore(BasePydanticVectorStore):
     # ------------------------------------------------------------------------------ helpers
     def _weights(self) -> tuple[float, float, float]:
         """The 'm3' weights in effect: this store's ``weights``, else the core store's."""
-        if self.weights is not None:
-            return self.weights
-        core = self._store if self._store is not None else self._astore
-        return core.weights  # type: ignore[union-attr]
+        return self.weights if self.weights is not None else self._core().weights
+
+    def _core(self) -> M3Store | AsyncM3Store:
+        """The core store behind this one (sync if there is one), for its weights and schema."""
+        return self._store if self._store is not None else self._astore  # type: ignore[return-value]
 
     def _sync(self) -> M3Store:
         if self._store is None:
@@ -380,10 +387,11 @@ class M3VectorStore(BasePydanticVectorStore):
 
     def _query_filter(self, query: VectorStoreQuery) -> FilterNode | None:
         parts: list[FilterNode] = []
+        # An empty list restricts nothing, as in LlamaIndex's own stores.
         if query.doc_ids:
-            parts.append(Condition("$doc_id", "in", list(query.doc_ids)))
+            parts.append(Condition("$doc_id", "in", as_list(query.doc_ids, "VectorStoreQuery.doc_ids", "ids")))
         if query.node_ids:
-            parts.append(Condition("$id", "in", list(query.node_ids)))
+            parts.append(Condition("$id", "in", as_list(query.node_ids, "VectorStoreQuery.node_ids", "ids")))
         user = to_core_filter(query.filters)
         if user is not None:
             parts.append(user)
@@ -402,7 +410,7 @@ def _selection(
             f"{what}() got no node_ids and no filters; expected node ids and/or metadata filters. "
             + ("Fix: call clear() to remove everything." if "delete" in what else "Fix: pass node_ids or filters.")
         )
-    ids = None if node_ids is None else list(node_ids)
+    ids = None if node_ids is None else as_list(node_ids, "node_ids", "node ids")
     if flt is None or ids == []:  # ids alone; no ids: nothing can match both
         return ids or [], None
     return ids, flt if ids is None else And([Condition("$id", "in", ids), flt])

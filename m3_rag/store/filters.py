@@ -5,7 +5,10 @@ chunk's own fields are addressed with a ``$``: ``"$text"``, ``"$doc_id"``, ``"$i
 
 Operators: ``eq ne lt lte gt gte in nin text is_empty``, combined with :class:`And`,
 :class:`Or`, :class:`Not`. ``ne``/``nin`` also match points that lack the key (as MongoDB's
-``$ne``/``$nin`` do). ``text`` is a full-text word match. Numbers compare as numbers: ``1``
+``$ne``/``$nin`` do). ``text`` is Qdrant's full-text match: case-insensitive, every word of
+the value (runs of letters/digits) must be a word of the field, in any order; not a
+substring or phrase (Qdrant Edge and local mode agree; a server before 1.19.1 matched an
+unindexed field as a case-sensitive substring). Numbers compare as numbers: ``1``
 equals a stored ``1.0``. An unknown operator, a value of the wrong type, NaN or infinity, an
 integer outside Qdrant's signed 64-bit range, a string that is not valid Unicode, an empty
 ``in``/``nin`` list, an empty ``And``/``Or`` or nesting deeper than :data:`MAX_FILTER_DEPTH`
