@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 import numpy as np
 
 from m3_rag.types import ALL_OUTPUTS, M3Output, validate_outputs
+from m3_rag.validation import check_texts
 
 __all__ = ["CachedEncoder"]
 
@@ -64,7 +65,7 @@ class CachedEncoder:
 
     def _encode(self, kind: str, texts: Sequence[str], outputs, show_progress: bool, kwargs: dict) -> M3Output:
         wanted = validate_outputs(outputs)
-        texts = list(texts)
+        texts = check_texts(texts)  # before hashing: a bare str would be cached per character
         options = tuple(sorted(kwargs.items()))
         keys = [(kind, options, t) for t in texts]
         with self._lock:

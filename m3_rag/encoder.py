@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from m3_rag.batching import token_budget_batches
+from m3_rag.devices import resolve_device
 from m3_rag.loading import (
     DEFAULT_MODEL,
     LengthLimit,
@@ -28,6 +29,7 @@ from m3_rag.loading import (
     resolve_model,
 )
 from m3_rag.types import ALL_OUTPUTS, M3Output, OutputName, SparseVector, validate_outputs
+from m3_rag.validation import check_text, check_texts, short_repr
 
 __all__ = ["M3Encoder", "EncoderConfig", "EncoderStats", "PairScores"]
 
@@ -148,11 +150,12 @@ class M3Encoder:
         works too) and float32 on CPU. Max lengths default to 512 (queries) and 8192
         (documents), capped to the longest input the backbone can read
         (:attr:`model_max_length`: 8192 for BGE-M3, 512 for m3-mini); an explicit value above
-        that limit raises ``ValueError``.
+        that limit raises ``ValueError``. An unknown or unavailable ``device`` raises ``ValueError``
+        before anything is downloaded or read.
         """
-        files: ModelFiles = resolve_model(name_or_path, cache_dir=cache_dir)
-        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, dev)
+        files: ModelFiles = resolve_model(name_or_path, cache_dir=cache_dir)
         model, tokenizer = load_backbone(files.backbone_dir, dtype=torch_dtype)
         colbert, sparse = load_heads(files.heads_dir, model.config.hidden_size)
         limit = backbone_max_length(model.config, tokenizer)
@@ -255,7 +258,7 @@ class M3Encoder:
         if max_length is None:
             max_length = self.config.query_max_length
         self._check_length(max_length, "max_length")
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         ids, truncated = self._tokenize(texts, max_length, mcls)
         n = len(texts)
         dense = np.zeros((n, self.dense_dim), dtype=np.float32) if "dense" in wanted else None
@@ -305,13 +308,31 @@ class M3Encoder:
         query_max_length: int | None = None,
         document_max_length: int | None = None,
     ) -> PairScores:
-        """Score (query, passage) pairs in every mode, as FlagEmbedding's ``compute_score`` does."""
-        from m3_rag.scoring import combine_scores, lexical_score, maxsim_score
+        """Score (query, passage) pairs in every mode, as FlagEmbedding's ``compute_score`` does.
 
+        ``weights`` (dense, sparse, colbert): three finite non-negative numbers with a positive sum.
+        """
+        from m3_rag.scoring import combine_scores, lexical_score, maxsim_score
+        from m3_rag.store.queries import check_weights  # the store's rule; lazy: the store is optional here
+
+        weights = check_weights(weights, "weights")
+        if weights[0] + weights[1] <= 0:  # sparse_dense divides by them: 0/0 would be NaN
+            raise ValueError(
+                f"weights is {weights}: dense and sparse are both 0, so the sparse_dense score has no weight; expected "
+                "a positive dense or sparse weight. Fix: pass e.g. (0.4, 0.2, 0.4), or read .colbert for ColBERT alone."
+            )
+        if isinstance(pairs, (str, bytes)) or (isinstance(pairs, tuple) and len(pairs) == 2 and isinstance(pairs[0], str)):
+            raise TypeError(f"pairs is one pair or a string ({short_repr(pairs)}); expected a list of (query, passage) tuples. "
+                            "Fix: pass [(query, passage)].")  # fmt: skip
         pairs = list(pairs)
         for i, pair in enumerate(pairs):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-                raise TypeError(f"pair {i} is {pair!r}; expected a (query, passage) tuple of two strings")
+                raise TypeError(
+                    f"pairs[{i}] is {type(pair).__name__} ({short_repr(pair)}); expected a (query, passage) tuple of two strings. "
+                    "Fix: pass [(query, passage), ...]."
+                )
+            check_text(pair[0], f"pairs[{i}][0] (the query)")
+            check_text(pair[1], f"pairs[{i}][1] (the passage)")
         for length, what in ((query_max_length, "query_max_length"), (document_max_length, "document_max_length")):
             if length is not None:
                 self._check_length(length, what)
@@ -464,15 +485,17 @@ def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> tor
         return dtype
     table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}  # fmt: skip
-    if dtype not in table:
-        raise ValueError(f"dtype {dtype!r} is not supported; expected one of {sorted(table)}")
+    if not isinstance(dtype, str) or dtype not in table:
+        raise ValueError(
+            f"dtype {short_repr(dtype)} is not supported; expected one of {sorted(table)}. Fix: omit dtype, or pass 'float32'."
+        )
     return table[dtype]
 
 
 def _check_max_length(value: int, what: str) -> None:
     if not isinstance(value, int) or value < 2:
         raise ValueError(
-            f"{what} is {value!r}; expected a whole number of tokens >= 2 (room for the special tokens). "
+            f"{what} is {short_repr(value)}; expected a whole number of tokens >= 2 (room for the special tokens). "
             f"Fix: pass e.g. {what}=512."
         )
 
@@ -486,12 +509,3 @@ def _check_within_limit(value: int, what: str, limit: LengthLimit, model: str) -
             f"or leave it unset to use {limit.tokens} (texts longer than that are truncated and reported)."
         )
 
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("texts is a single string; expected a list of strings. Fix: pass [text].")
-    texts = list(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{i}] is {type(text).__name__} ({text!r}); expected str")
-    return texts

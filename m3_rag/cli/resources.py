@@ -49,11 +49,15 @@ def load_encoder(options: ModelOptions) -> Any:
 
     hf_logging.disable_progress_bar()  # our own bars are the ones that matter
     if options.dtype is not None and options.dtype not in ("float32", "float16", "bfloat16"):
-        raise CliError(f"--dtype {options.dtype!r} is not known; expected float32, float16 or bfloat16.", EXIT_USAGE)
+        from m3_rag.validation import short_repr
+
+        raise CliError(f"--dtype {short_repr(options.dtype)} is not known; expected float32, float16 or bfloat16.", EXIT_USAGE)
+    # An unknown or unavailable --device is a ValueError from the encoder, raised before any weights are read.
     try:
         return M3Encoder.from_pretrained(options.name, device=options.device, dtype=options.dtype)
-    except RuntimeError as exc:  # torch: unknown or unavailable device
-        raise CliError(f"cannot load model {options.name!r} on device {options.device!r}: {exc}") from exc
+    except RuntimeError as exc:  # torch or transformers failing inside the load; the message says why
+        where = f" on device {options.device!r}" if options.device else ""
+        raise CliError(f"cannot load model {options.name!r}{where}: {exc}") from exc
 
 
 def open_store(encoder: Any, options: StoreOptions, *, create: bool) -> Any:
