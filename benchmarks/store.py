@@ -1,31 +1,50 @@
-"""Store benchmark: synthetic BGE-M3-shaped points on Qdrant Edge and qdrant-client local mode.
+"""Store benchmark: compact ColBERT storage on Qdrant Edge, synthetic BGE-M3-shaped points.
 
 Points look like BGE-M3's: dense 1024 (L2-normalised), ~40 sparse terms from a 250k
 vocabulary, 16-128 ColBERT tokens of 1024 dims; queries have 8-32 ColBERT tokens and 8
-sparse terms. Reported per backend and size, all in one run: ingestion points/s, bytes on
-disk per ColBERT token (Edge), peak RSS while ingesting, and p50/p95 wall-clock latency of
-each search mode (query encoding excluded: queries are pre-encoded), with the p50 of the
-process CPU time next to it (Edge runs its query on its own search threads; on a shared
-machine wall time exceeds CPU time by the wait for a core). The load average before and
-after each run is recorded.
+sparse terms. Runs, all in one process:
 
-    python benchmarks/store.py                                   # full: Edge 10k+50k, client 10k
-    python benchmarks/store.py --edge-sizes 2000 --client-sizes 500 --client-queries 3   # quick
-    python benchmarks/store.py --prefetch-sweep 10 20 30 --edge-float32-sizes 50000      # + trade-offs
+- the grid: every ``--pool-factors`` x ``--datatypes`` combination at each ``--edge-sizes``,
+  passed to ``M3Store(..., colbert_pool_factor=f, colbert_datatype=dt)``;
+- ``--default-sizes``: Edge runs with the store's defaults (no ColBERT options:
+  ``m3_rag.store.schema.DEFAULT_COLBERT``);
+- ``--client-sizes``: qdrant-client local mode (store defaults; pure Python, a reference).
 
-The ColBERT rerank dominates ``hybrid+rerank`` and ``m3``: it costs |candidates| x document
-tokens x query tokens x dim multiply-adds (the default prefetch is max(k, 10) per branch; a
-random synthetic query shares no candidates between its dense and sparse prefetch, so the
-union is the worst case, 2 x prefetch). ``--prefetch-sweep`` times ``hybrid+rerank`` again at
-other prefetch sizes on the same index; ``--edge-float32-sizes`` adds Edge runs whose
-collection stores ColBERT as float32 (``colbert_datatype="float32"``: twice the disk, a
-faster MaxSim).
+Each Edge run follows a user's flow: ``add_encoded`` in batches (timed, so the store's ColBERT
+pooling is part of the ingest rate) -> ``optimize()`` -> ``close()`` -> a new ``M3Store`` on the
+same path with no ColBERT options (it opens with the settings the collection recorded) -> then
+disk and latency are measured, as a reopening user gets them. Reported per run: ingest
+points/s, peak RSS while ingesting, ColBERT storage bytes per ORIGINAL token (the tokens the
+encoder produced, before pooling: what a user pays per token of text) and per stored (pooled)
+token, the whole shard's bytes per original token, and p50/p95 wall-clock latency of each
+search mode (query encoding excluded: queries are pre-encoded, never pooled) with the p50 of
+the process CPU time next to it (Edge searches on its own threads; on a shared machine wall
+time exceeds CPU time by the wait for a core). Per size, each config's hybrid+rerank and m3
+p50 and bytes per original token are also given as a ratio to the float16 / factor-1 config
+of the same size (when the grid holds it). The load average before and after each run is
+recorded.
+
+    python benchmarks/store.py                                            # grid at 10k and 50k, client 10k
+    python benchmarks/store.py --edge-sizes 2000 --client-sizes 0 --queries 10 --pool-factors 1 2 \
+        --datatypes float16 turbo8                                        # quick
+    python benchmarks/store.py --edge-sizes 50000 --default-sizes 200000 --json bench.json
+
+Before each Edge run the free disk is compared with an estimate of the run's peak (ColBERT at
+2 B per dim for float16, 4 for float32, about 1 for turbo8 and 0.5 for turbo4, divided by the
+pool factor; dense, sparse and payload; doubled while ``optimize`` rewrites the segments) plus
+``--disk-margin-gb``; a run that would not fit is skipped with the reason printed. Ctrl-C stops
+cleanly: the run in progress is closed and its index removed, the finished runs are printed
+and written (``--json``, which is rewritten after every run).
+
+The ColBERT rerank dominates ``hybrid+rerank`` and ``m3``: it costs |candidates| x stored
+document tokens x query tokens x dim multiply-adds (the default prefetch is max(k, 10) per
+branch; a random synthetic query shares no candidates between its dense and sparse prefetch,
+so the union is the worst case, 2 x prefetch). ``--prefetch-sweep`` times ``hybrid+rerank``
+again at other prefetch sizes on the same index.
 
 Before timing, every file of an Edge index is read once (``--no-warm-cache`` skips it): the
 ColBERT vectors are mmapped from disk, and whichever mode runs first would otherwise pay the
-page faults of reading them (a hybrid+rerank p50 of 63 ms wall / 34 ms CPU at 50k points, where
-the next mode over the same candidates took 27 ms). The figures are those of an index that fits
-in the page cache (50k points: 7.8 GB here, 23.5 GB RAM).
+page faults of reading them. The figures are those of an index that fits in the page cache.
 
 qdrant-client local mode is pure Python (a reference, not a production path): its
 ColBERT rerank is slow, so it runs fewer queries (``--client-queries``) and no warm-up.
@@ -40,6 +59,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +67,24 @@ import psutil
 from tqdm.auto import tqdm
 
 from m3_rag.store import M3Store
-from m3_rag.store.backends.edge import EdgeBackend
 from m3_rag.store.queries import MODES
-from m3_rag.store.schema import schema_from_encoder
+from m3_rag.store.schema import COLBERT_DATATYPES, DEFAULT_COLBERT
 from m3_rag.types import M3Output, SparseVector
 
-__all__ = ["SyntheticEncoder", "synthetic_batch", "main"]
+__all__ = ["SyntheticEncoder", "synthetic_batch", "RunSpec", "plan_runs", "estimate_bytes", "add_ratios", "build_parser", "main"]
+
+#: Approximate stored bytes per ColBERT dimension (turbo8: 1028 B per 1024-dim token on Edge 0.9).
+BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
+#: The reference every ratio divides by: the unquantized, unpooled storage.
+BASELINE = ("float16", 1)
+#: Ratios reported per run against the baseline of the same size: name -> path in the run's dict.
+RATIO_KEYS = {
+    "hybrid+rerank_p50": ("latency", "hybrid+rerank", "p50_ms"),
+    "m3_p50": ("latency", "m3", "p50_ms"),
+    "colbert_storage_bytes_per_original_token": ("colbert_storage_bytes_per_token",),
+    "disk_bytes_per_original_token": ("disk_bytes_per_original_token",),
+    "ingest_points_per_s": ("ingest_points_per_s",),
+}
 
 
 class SyntheticEncoder:
@@ -93,13 +125,67 @@ def synthetic_batch(rng: np.random.Generator, n: int, args: argparse.Namespace, 
     )
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a backend, a size, and the ColBERT options given to the store (None: its default)."""
+
+    backend: str  # "edge" or "qdrant_client_local"
+    points: int
+    pool_factor: int | None = None
+    datatype: str | None = None
+
+    @property
+    def requested(self) -> str:
+        if self.pool_factor is None and self.datatype is None:
+            return "default"
+        return f"f{self.pool_factor if self.pool_factor is not None else '?'}-{self.datatype or '?'}"
+
+
+def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
+    """The grid at each Edge size, then the default-settings Edge runs, then the client runs."""
+    runs = [
+        RunSpec("edge", n, f, dt)
+        for n in args.edge_sizes
+        for f in dict.fromkeys(args.pool_factors)
+        for dt in dict.fromkeys(args.datatypes)
+    ]
+    runs += [RunSpec("edge", n) for n in args.default_sizes]
+    runs += [RunSpec("qdrant_client_local", n) for n in args.client_sizes if n > 0]
+    return runs
+
+
+def estimate_bytes(n: int, args: argparse.Namespace, datatype: str | None = None, pool_factor: int | None = None) -> int:
+    """Generous on-disk size of an Edge index of ``n`` synthetic points (30% over the vectors)."""
+    datatype = datatype or DEFAULT_COLBERT.datatype
+    pool_factor = pool_factor or DEFAULT_COLBERT.pool_factor
+    avg_tokens = (args.min_tokens + args.max_tokens) / 2 / pool_factor
+    colbert = avg_tokens * (args.colbert_dim * BYTES_PER_DIM[datatype] + 8)  # + a norm/offset per vector
+    return int(n * (colbert + args.dense_dim * 4 + args.sparse_terms * 8 + 200) * 1.3)
+
+
+def _disk_check(spec: RunSpec, args: argparse.Namespace, workdir: Path) -> str | None:
+    """Why the run would not fit on the disk (None: it fits)."""
+    need = estimate_bytes(spec.points, args, spec.datatype, spec.pool_factor)
+    if args.optimize:
+        need *= 2  # optimize writes the new segments before it drops the old ones
+    margin = int(args.disk_margin_gb * 1e9)
+    free = shutil.disk_usage(workdir).free
+    if need + margin <= free:
+        return None
+    return (f"not enough free disk at {workdir}: {free / 1e9:.1f} GB free, the run needs about {need / 1e9:.2f} GB "
+            f"plus a {args.disk_margin_gb:g} GB margin. Fix: pass --workdir on a bigger disk or a smaller size.")  # fmt: skip
+
+
 def _disk_bytes(path: Path, only: str | None = None) -> int:
     total = 0
     for root, _, files in os.walk(path):
         if only and only not in root:
             continue
         for f in files:
-            st = os.stat(os.path.join(root, f))
+            try:
+                st = os.stat(os.path.join(root, f))
+            except FileNotFoundError:  # a file the engine just replaced
+                continue
             total += st.st_blocks * 512  # allocated, not apparent, size
     return total
 
@@ -144,89 +230,172 @@ def _timed(store: M3Store, encoded: list[M3Output], warmup: int, **search: objec
     return _percentiles(times, cpu)
 
 
-def run_one(backend: str, n: int, args: argparse.Namespace, workdir: Path, datatype: str = "float16") -> dict:
+def _stored_rows(tokens: np.ndarray, pool_factor: int, dim: int) -> np.ndarray:
+    """How many ColBERT vectors the store keeps of documents of ``tokens`` tokens (its pooling rule)."""
+    from m3_rag.pooling import pooled_rows
+    from m3_rag.store.ingest import max_colbert_rows
+
+    max_rows = max_colbert_rows(dim)
+    return np.array([pooled_rows(int(t), pool_factor, max_rows) for t in tokens], dtype=np.int64)
+
+
+def _open(spec: RunSpec, path: Path, enc: SyntheticEncoder, *, reopen: bool = False) -> M3Store:
+    if spec.backend != "edge":
+        return M3Store(enc, location=":memory:", colbert_pool_factor=spec.pool_factor, colbert_datatype=spec.datatype)  # type: ignore[arg-type]
+    if reopen:  # as a user reopens an index: no ColBERT options, the collection's recorded ones
+        return M3Store(enc, path=path, collection="m3")
+    return M3Store(enc, path=path, collection="m3", colbert_pool_factor=spec.pool_factor, colbert_datatype=spec.datatype)  # type: ignore[arg-type]
+
+
+def run_one(spec: RunSpec, args: argparse.Namespace, workdir: Path, queries: list[M3Output]) -> dict:
+    """Ingest, (Edge: optimize, close, reopen,) measure; the index is removed afterwards, also on Ctrl-C."""
     enc = SyntheticEncoder(args.dense_dim, args.colbert_dim)
-    path = workdir / f"{backend}-{datatype}-{n}"
+    edge = spec.backend == "edge"
+    path = workdir / f"{spec.backend}-{spec.requested}-{spec.points}"
     load_before = os.getloadavg()
-    if backend == "edge":
-        if datatype != "float16":
-            # Create the collection with this ColBERT datatype; the store then opens it as is.
-            created = EdgeBackend(path, "m3")
-            created.open(schema_from_encoder(enc, colbert_datatype=datatype))  # type: ignore[arg-type]
-            created.close()
-        store = M3Store(enc, path=path, collection="m3")
-    else:
-        store = M3Store(enc, location=":memory:")
-    proc = psutil.Process()
-    rss_start = peak = proc.memory_info().rss
-    # RSS counts the touched pages of Edge's mmapped (on-disk, reclaimable) vector files too;
-    # anonymous memory (rss - shared) is what ingestion itself holds.
-    anon_start = anon_peak = _anon(proc)
-    rng = np.random.default_rng(args.seed)
-    tokens = 0
-    ingest_s = 0.0
-    for start in tqdm(range(0, n, args.batch_size), desc=f"{backend} {n} ingest", unit="batch", disable=args.quiet):
-        m = min(args.batch_size, n - start)
-        batch = synthetic_batch(rng, m, args)
-        tokens += int(sum(c.shape[0] for c in batch.colbert))
-        t0 = time.perf_counter()
-        store.add_encoded([f"text {start + i}" for i in range(m)], batch, ids=list(range(start, start + m)))
-        ingest_s += time.perf_counter() - t0
-        peak = max(peak, proc.memory_info().rss)
-        anon_peak = max(anon_peak, _anon(proc))
-    result: dict = {
-        "backend": backend,
-        "points": n,
-        "colbert_tokens": tokens,
-        "ingest_points_per_s": round(n / ingest_s, 1),
-        "rss_peak_mb": round(peak / 2**20, 1),
-        "rss_growth_mb": round((peak - rss_start) / 2**20, 1),
-        "anon_peak_mb": round(anon_peak / 2**20, 1),
-        "anon_growth_mb": round((anon_peak - anon_start) / 2**20, 1),
-        "colbert_datatype": datatype if backend == "edge" else "float16 (stored float32 in RAM by local mode)",
-    }
-    if backend == "edge":
-        t0 = time.perf_counter()
-        if args.optimize:
-            store.optimize()
-        result["optimize_s"] = round(time.perf_counter() - t0, 2) if args.optimize else None
-        store.backend.shard.flush()
-        result["disk_bytes"] = _disk_bytes(path)
-        result["disk_bytes_per_colbert_token"] = round(result["disk_bytes"] / tokens, 1)
-        result["colbert_storage_bytes_per_token"] = round(_disk_bytes(path, "vector_storage-colbert") / tokens, 1)
-        result["page_cache"] = "warm" if args.warm_cache else "as left by ingestion"
-        if args.warm_cache:
+    store: M3Store | None = None
+    try:
+        store = _open(spec, path, enc)
+        settings = store.schema.colbert
+        proc = psutil.Process()
+        rss_start = peak = proc.memory_info().rss
+        # RSS counts the touched pages of Edge's mmapped (on-disk, reclaimable) vector files too;
+        # anonymous memory (rss - shared) is what ingestion itself holds.
+        anon_start = anon_peak = _anon(proc)
+        rng = np.random.default_rng(args.seed)
+        token_counts: list[np.ndarray] = []
+        ingest_s = 0.0
+        n = spec.points
+        desc = f"{spec.backend} {n} {settings.datatype} f{settings.pool_factor} ingest"
+        for start in tqdm(range(0, n, args.batch_size), desc=desc, unit="batch", disable=args.quiet):
+            m = min(args.batch_size, n - start)
+            batch = synthetic_batch(rng, m, args)
+            token_counts.append(np.array([c.shape[0] for c in batch.colbert], dtype=np.int64))
             t0 = time.perf_counter()
-            _read_files(path)
-            result["warm_cache_s"] = round(time.perf_counter() - t0, 2)
-    queries = args.queries if backend == "edge" else args.client_queries
-    warmup = args.warmup if backend == "edge" else 0
-    qrng = np.random.default_rng(args.seed + 1)
-    encoded = [synthetic_batch(qrng, 1, args, query=True) for _ in range(queries + warmup)]
-    result["query_colbert_tokens_mean"] = round(float(np.mean([q.colbert[0].shape[0] for q in encoded])), 1)
-    latency: dict = {}
-    for mode in args.modes:
-        latency[mode] = _timed(store, encoded, warmup, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
-    if backend == "edge" and "hybrid+rerank" in args.modes:
-        for pk in args.prefetch_sweep:
-            latency[f"hybrid+rerank@prefetch={pk}"] = _timed(store, encoded, warmup, mode="hybrid+rerank", k=args.k, prefetch_k=pk)
-    result["latency"] = latency
-    result["load_avg_before"] = [round(x, 2) for x in load_before]
-    result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
-    store.close()
-    shutil.rmtree(path, ignore_errors=True)
-    return result
+            store.add_encoded([f"text {start + i}" for i in range(m)], batch, ids=list(range(start, start + m)))
+            ingest_s += time.perf_counter() - t0
+            peak = max(peak, proc.memory_info().rss)
+            anon_peak = max(anon_peak, _anon(proc))
+        tokens = np.concatenate(token_counts) if token_counts else np.zeros(0, np.int64)
+        stored = _stored_rows(tokens, settings.pool_factor, args.colbert_dim)
+        original_tokens, stored_tokens = int(tokens.sum()), int(stored.sum())
+        result: dict = {
+            "backend": spec.backend,
+            "points": n,
+            "requested": spec.requested,
+            **settings.to_json(),
+            "colbert_original_tokens": original_tokens,
+            "colbert_stored_tokens": stored_tokens,
+            "stored_per_original_token": round(stored_tokens / max(1, original_tokens), 4),
+            "ingest_points_per_s": round(n / ingest_s, 1),
+            "ingest_s": round(ingest_s, 2),
+            "rss_peak_mb": round(peak / 2**20, 1),
+            "rss_growth_mb": round((peak - rss_start) / 2**20, 1),
+            "anon_peak_mb": round(anon_peak / 2**20, 1),
+            "anon_growth_mb": round((anon_peak - anon_start) / 2**20, 1),
+        }
+        if edge:
+            t0 = time.perf_counter()
+            if args.optimize:
+                store.optimize()
+            result["optimize_s"] = round(time.perf_counter() - t0, 2) if args.optimize else None
+            store.close()
+            store = None
+            t0 = time.perf_counter()
+            store = _open(spec, path, enc, reopen=True)
+            result["reopen_s"] = round(time.perf_counter() - t0, 2)
+            if store.schema.colbert != settings:
+                raise RuntimeError(f"reopened with {store.schema.colbert}, created with {settings}")
+            result["disk_bytes"] = _disk_bytes(path)
+            result["disk_bytes_per_original_token"] = round(result["disk_bytes"] / original_tokens, 1)
+            colbert_bytes = _disk_bytes(path, "vector_storage-colbert")
+            result["colbert_storage_bytes"] = colbert_bytes
+            result["colbert_storage_bytes_per_token"] = round(colbert_bytes / original_tokens, 1)  # per ORIGINAL token
+            result["colbert_storage_bytes_per_stored_token"] = round(colbert_bytes / stored_tokens, 1)
+            result["page_cache"] = "warm" if args.warm_cache else "as left by reopening"
+            if args.warm_cache:
+                t0 = time.perf_counter()
+                _read_files(path)
+                result["warm_cache_s"] = round(time.perf_counter() - t0, 2)
+        else:
+            result["colbert_storage"] = "in RAM (qdrant-client local mode)"
+        # The store keeps what its pooling rule says: checked on a few points read back.
+        sample = sorted({0, n // 2, n - 1})
+        got = {p.id: p.colbert.shape[0] for p in store.get(sample, with_vectors=True)}
+        want = {i: int(stored[i]) for i in sample}
+        result["stored_rows_check"] = "ok" if got == want else f"mismatch: read {got}, expected {want}"
+        count = args.queries if edge else args.client_queries
+        warmup = args.warmup if edge else 0
+        encoded = queries[: count + warmup]
+        result["query_colbert_tokens_mean"] = round(float(np.mean([q.colbert[0].shape[0] for q in encoded])), 1)
+        latency: dict = {}
+        for mode in args.modes:
+            latency[mode] = _timed(store, encoded, warmup, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
+        if edge and "hybrid+rerank" in args.modes:
+            for pk in args.prefetch_sweep:
+                latency[f"hybrid+rerank@prefetch={pk}"] = _timed(store, encoded, warmup, mode="hybrid+rerank", k=args.k, prefetch_k=pk)
+        result["latency"] = latency
+        result["anon_after_queries_mb"] = round(_anon(proc) / 2**20, 1)
+        result["load_avg_before"] = [round(x, 2) for x in load_before]
+        result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+        return result
+    finally:
+        if store is not None:
+            store.close()
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def _estimate_bytes(n: int, args: argparse.Namespace) -> int:
-    avg_tokens = (args.min_tokens + args.max_tokens) / 2
-    return int(n * (avg_tokens * args.colbert_dim * 2 + args.dense_dim * 4 + args.sparse_terms * 8 + 200) * 1.3)
+def _get(run: dict, keys: tuple[str, ...]) -> float | None:
+    value: object = run
+    for k in keys:
+        if not isinstance(value, dict) or k not in value:
+            return None
+        value = value[k]
+    return value if isinstance(value, (int, float)) else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def add_ratios(runs: list[dict]) -> None:
+    """``ratios_vs_float16_f1`` on every measured Edge run whose size has a float16 / factor-1 run."""
+    for run in runs:
+        if run.get("skipped") or run["backend"] != "edge":
+            continue
+        base = next((b for b in runs if not b.get("skipped") and b["backend"] == "edge" and b["points"] == run["points"]
+                     and (b["colbert_datatype"], b["colbert_pool_factor"]) == BASELINE), None)  # fmt: skip
+        if base is None:
+            continue
+        ratios = {}
+        for name, keys in RATIO_KEYS.items():
+            a, b = _get(run, keys), _get(base, keys)
+            if a is not None and b:
+                ratios[name] = round(a / b, 3)
+        run["ratios_vs_float16_f1"] = ratios
+
+
+def _warm_pooling(args: argparse.Namespace) -> None:
+    """Pool one small batch untimed: torch's first calls (allocator, kernels) would otherwise
+    land in the ingest rate of whichever pooled run comes first."""
+    from m3_rag.pooling import pool_colbert, pooled_rows
+
+    batch = synthetic_batch(np.random.default_rng(args.seed + 2), 8, args)
+    pool_colbert(batch.colbert, [pooled_rows(c.shape[0], 2) for c in batch.colbert])
+
+
+def _write_json(path: Path, results: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    os.replace(tmp, path)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--edge-sizes", type=int, nargs="*", default=[10_000, 50_000])
-    ap.add_argument("--client-sizes", type=int, nargs="*", default=[10_000])
+    ap.add_argument("--edge-sizes", type=int, nargs="*", default=[10_000, 50_000], help="sizes of the grid runs")
+    ap.add_argument("--pool-factors", type=int, nargs="+", default=[1, 2, 3, 4],
+                    help="ColBERT pool factors of the grid (colbert_pool_factor=)")
+    ap.add_argument("--datatypes", nargs="+", default=["float16", "turbo8", "turbo4"], choices=list(COLBERT_DATATYPES),
+                    help="ColBERT storage datatypes of the grid (colbert_datatype=)")
+    ap.add_argument("--default-sizes", type=int, nargs="*", default=[],
+                    help="Edge runs with the store's default ColBERT settings only (e.g. 200000)")
+    ap.add_argument("--client-sizes", type=int, nargs="*", default=[10_000], help="qdrant-client local mode runs (0: none)")
     ap.add_argument("--queries", type=int, default=50, help="timed queries per mode (Edge)")
     ap.add_argument("--client-queries", type=int, default=3, help="timed queries per mode (qdrant-client local)")
     ap.add_argument("--warmup", type=int, default=2)
@@ -235,8 +404,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefetch-k", type=int, default=None, help="candidates per prefetch (default: the store's)")
     ap.add_argument("--prefetch-sweep", type=int, nargs="*", default=[],
                     help="also time hybrid+rerank at these prefetch sizes (Edge runs)")
-    ap.add_argument("--edge-float32-sizes", type=int, nargs="*", default=[],
-                    help="extra Edge runs with ColBERT stored as float32 (colbert_datatype='float32')")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--dense-dim", type=int, default=1024)
     ap.add_argument("--colbert-dim", type=int, default=1024)
@@ -248,44 +415,61 @@ def main(argv: list[str] | None = None) -> int:
                     help="skip reading the Edge index files once before timing")
     ap.add_argument("--no-optimize", dest="optimize", action="store_false", help="skip Edge's index build")
     ap.add_argument("--workdir", type=Path, default=None, help="where Edge indexes go (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    ap.add_argument("--disk-margin-gb", type=float, default=2.0, help="free disk kept beyond a run's estimate")
+    ap.add_argument("--json", "--out", dest="out", type=Path, default=None,
+                    help="also write the results as JSON here (rewritten after every run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
     args = ap.parse_args(argv)
+    if min(args.pool_factors) < 1:
+        ap.error(f"--pool-factors {args.pool_factors}: every factor must be an int >= 1")
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="m3-store-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    need_bytes = max(_estimate_bytes(max(args.edge_sizes, default=0), args),
-                     2 * _estimate_bytes(max(args.edge_float32_sizes, default=0), args))
-    free = shutil.disk_usage(workdir).free
-    if need_bytes > free:
-        print(f"not enough free disk at {workdir}: {free / 1e9:.1f} GB free, the largest Edge run needs about "
-              f"{need_bytes / 1e9:.1f} GB. Fix: pass --workdir on a bigger disk or smaller --edge-sizes.",
-              file=sys.stderr)  # fmt: skip
-        return 2
-    runs = (
-        [("edge", n, "float16") for n in args.edge_sizes]
-        + [("edge", n, "float32") for n in args.edge_float32_sizes]
-        + [("qdrant_client_local", n, "float16") for n in args.client_sizes]
-    )
     results = {
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
                     "python": sys.version.split()[0]},  # fmt: skip
+        "defaults": DEFAULT_COLBERT.to_json(),
         "runs": [],
+        "interrupted": False,
     }
     print(json.dumps(results["machine"]), flush=True)
-    for backend, n, datatype in runs:
-        r = run_one("edge" if backend == "edge" else "client", n, args, workdir, datatype)
-        r["backend"] = backend if datatype == "float16" else f"{backend}_{datatype}"
-        results["runs"].append(r)
-        print(json.dumps(r), flush=True)
-    _print_table(results["runs"])
+    # The same pre-encoded queries for every run (never pooled: the store pools documents only).
+    qrng = np.random.default_rng(args.seed + 1)
+    n_queries = max(args.queries + args.warmup, args.client_queries)
+    queries = [synthetic_batch(qrng, 1, args, query=True) for _ in range(n_queries)]
+    _warm_pooling(args)
+    try:
+        for spec in plan_runs(args):
+            reason = _disk_check(spec, args, workdir) if spec.backend == "edge" else None
+            if reason is not None:
+                print(f"skipping {spec.backend} {spec.points} {spec.requested}: {reason}", file=sys.stderr, flush=True)
+                r = {"backend": spec.backend, "points": spec.points, "requested": spec.requested, "skipped": reason}
+            else:
+                r = run_one(spec, args, workdir, queries)
+                print(json.dumps(r), flush=True)
+            results["runs"].append(r)
+            add_ratios(results["runs"])
+            if args.out:
+                _write_json(args.out, results)
+    except KeyboardInterrupt:
+        results["interrupted"] = True
+        print("\ninterrupted: the run in progress was stopped and its index removed; finished runs follow.",
+              file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    add_ratios(results["runs"])
+    _print_tables(results["runs"])
     if args.out:
-        args.out.write_text(json.dumps(results, indent=2))
-    if args.workdir is None:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+        _write_json(args.out, results)
+    return 130 if results["interrupted"] else 0
 
 
 def _cpu_model() -> str:
@@ -298,20 +482,42 @@ def _cpu_model() -> str:
     return "unknown"
 
 
-def _print_table(runs: list[dict]) -> None:
-    """Markdown: one row per run, then one row per (run, mode) latency."""
-    print("\n| backend | points | ingest pts/s | disk B/ColBERT token | RSS peak MB (anon peak) | optimize s | load before -> after |")
-    print("|---|---:|---:|---:|---:|---:|---|")
-    for r in runs:
-        disk = r.get("disk_bytes_per_colbert_token", "n/a")
-        opt = r.get("optimize_s", "n/a")
-        print(f"| {r['backend']} | {r['points']} | {r['ingest_points_per_s']} | {disk} | {r['rss_peak_mb']} ({r['anon_peak_mb']}) "
-              f"| {opt} | {r['load_avg_before'][0]} -> {r['load_avg_after'][0]} |")  # fmt: skip
-    print("\n| backend | points | mode | p50 ms | p95 ms | CPU p50 ms | queries |")
-    print("|---|---:|---|---:|---:|---:|---:|")
-    for r in runs:
+def _config(r: dict) -> str:
+    settings = f"{r['colbert_datatype']} f{r['colbert_pool_factor']}"
+    return f"{settings} (default)" if r.get("requested") == "default" else settings
+
+
+def _print_tables(runs: list[dict]) -> None:
+    """Markdown: one row per run, one per (run, mode) latency, the ratios, the skipped runs."""
+    done = [r for r in runs if not r.get("skipped")]
+    print("\n| backend | points | ColBERT | ingest pts/s | ColBERT B / orig. token | ColBERT B / stored token "
+          "| disk B / orig. token | stored / orig. tokens | RSS peak MB (anon peak) | optimize s | load before -> after |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in done:
+        na = "n/a"
+        print(f"| {r['backend']} | {r['points']} | {_config(r)} | {r['ingest_points_per_s']} "
+              f"| {r.get('colbert_storage_bytes_per_token', na)} | {r.get('colbert_storage_bytes_per_stored_token', na)} "
+              f"| {r.get('disk_bytes_per_original_token', na)} | {r['stored_per_original_token']} "
+              f"| {r['rss_peak_mb']} ({r['anon_peak_mb']}) | {r.get('optimize_s', na)} "
+              f"| {r['load_avg_before'][0]} -> {r['load_avg_after'][0]} |")  # fmt: skip
+    print("\n| backend | points | ColBERT | mode | p50 ms | p95 ms | CPU p50 ms | queries |")
+    print("|---|---:|---|---|---:|---:|---:|---:|")
+    for r in done:
         for m, v in r["latency"].items():
-            print(f"| {r['backend']} | {r['points']} | {m} | {v['p50_ms']:.2f} | {v['p95_ms']:.2f} | {v['cpu_p50_ms']:.2f} | {v['n']} |")
+            print(f"| {r['backend']} | {r['points']} | {_config(r)} | {m} | {v['p50_ms']:.2f} | {v['p95_ms']:.2f} "
+                  f"| {v['cpu_p50_ms']:.2f} | {v['n']} |")  # fmt: skip
+    with_ratios = [r for r in done if r.get("ratios_vs_float16_f1")]
+    if with_ratios:
+        names = list(RATIO_KEYS)
+        print("\nRatios to the float16 / factor-1 run of the same size:\n")
+        print("| points | ColBERT | " + " | ".join(names) + " |")
+        print("|---:|---|" + "---:|" * len(names))
+        for r in with_ratios:
+            values = [r["ratios_vs_float16_f1"].get(n) for n in names]
+            print(f"| {r['points']} | {_config(r)} | " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in values) + " |")
+    for r in runs:
+        if r.get("skipped"):
+            print(f"\nskipped {r['backend']} {r['points']} {r['requested']}: {r['skipped']}")
 
 
 if __name__ == "__main__":

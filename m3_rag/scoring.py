@@ -25,9 +25,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from m3_rag.pooling import pool_colbert, pooled_rows
 from m3_rag.types import SparseVector
 
-__all__ = ["dense_scores", "lexical_scores", "lexical_score", "maxsim_scores", "maxsim_score", "combine_scores"]
+__all__ = [
+    "dense_scores",
+    "lexical_scores",
+    "lexical_score",
+    "maxsim_scores",
+    "maxsim_score",
+    "combine_scores",
+    "pool_colbert",
+    "pooled_rows",
+]
 
 
 def dense_scores(query: np.ndarray, docs: np.ndarray) -> np.ndarray:

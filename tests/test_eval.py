@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,7 +89,9 @@ def test_maxsim_is_the_same_whatever_the_chunking(pair_budget):
 
 
 def test_evaluate_reports_every_mode_and_the_pipeline_matches_exhaustive(tiny_encoder, scifact_slice, tmp_path):
-    report = evaluate(tiny_encoder, scifact_slice, model_name="tiny", index_path=tmp_path / "idx", show_progress=False)
+    # Unpooled float16 storage (the store's default pools and quantizes, which moves scores a little).
+    report = evaluate(tiny_encoder, scifact_slice, model_name="tiny", index_path=tmp_path / "idx", show_progress=False,
+                      colbert_pool_factor=1, colbert_datatype="float16")  # fmt: skip
     assert [s.mode for s in report.scores] == list(EXHAUSTIVE_MODES) + list(PIPELINE_MODES)
     for s in report.scores:
         assert 0.0 <= s.ndcg10 <= 1.0 and 0.0 <= s.recall100 <= 1.0
@@ -235,3 +238,131 @@ def test_bad_weights_fail_before_any_encoding(tiny_encoder, scifact_slice):
     with pytest.raises(ValueError, match="weights is"):
         evaluate(enc, scifact_slice, weights=(1, 1), pipeline=False, show_progress=False)
     assert enc.docs_encoded == 0
+
+
+# ------------------------------------------------------------------ compact ColBERT storage of the pipeline
+
+
+def test_pipeline_grid_combines_validates_and_defaults_to_the_store():
+    from m3_rag.evaluation.runs import pipeline_collection, pipeline_grid
+
+    assert pipeline_grid() == [(None, None)] and pipeline_grid([], []) == [(None, None)]
+    assert pipeline_grid(2, "turbo8") == [(2, "turbo8")]
+    assert pipeline_grid([1, 2, 1], ["float16", "turbo4"]) == [(1, "float16"), (1, "turbo4"), (2, "float16"), (2, "turbo4")]
+    assert pipeline_grid([3], None) == [(3, None)]
+    with pytest.raises(ValueError, match="colbert_pool_factor=0"):
+        pipeline_grid([1, 0])
+    with pytest.raises(ValueError, match="colbert_datatype='int8'"):
+        pipeline_grid(None, ["int8"])
+    assert pipeline_collection(None, None) == "m3"  # no options: the collection eval always used
+    assert pipeline_collection(2, "turbo8") == "m3-f2-turbo8" and pipeline_collection(None, "float16") == "m3-float16"
+
+
+def test_cli_datatypes_are_the_stores():
+    from m3_rag.evaluation.cli import _DATATYPES
+    from m3_rag.store.schema import COLBERT_DATATYPES
+
+    assert tuple(_DATATYPES) == tuple(COLBERT_DATATYPES)
+
+
+def test_variadic_options_expand_to_one_value_per_flag():
+    from m3_rag.evaluation.cli import expand_variadic_options as expand
+
+    assert expand(["F", "--pool-factor", "1", "2", "3", "--colbert-datatype", "float16", "turbo8", "--json", "o"]) == [
+        "F", "--pool-factor", "1", "--pool-factor", "2", "--pool-factor", "3",
+        "--colbert-datatype", "float16", "--colbert-datatype", "turbo8", "--json", "o"]  # fmt: skip
+    # A following token that is no value (a folder, another option) ends the list; the flag's own value is kept as is.
+    assert expand(["--pool-factor", "2", "data/x", "--pool-factor", "x", "4"]) == [
+        "--pool-factor", "2", "data/x", "--pool-factor", "x", "--pool-factor", "4"]  # fmt: skip
+    assert expand(["--pool-factor", "1,2", "3", "--", "--pool-factor", "5", "6"]) == [
+        "--pool-factor", "1,2", "--pool-factor", "3", "--", "--pool-factor", "5", "6"]  # fmt: skip
+
+
+def test_evaluate_runs_the_pipeline_per_storage_setting_on_one_encoding(tiny_encoder, scifact_slice, tmp_path):
+    enc = _CountingEncoder(tiny_encoder)
+    report = evaluate(enc, scifact_slice, colbert_pool_factor=[1, 2], colbert_datatype=["float16"],
+                      index_path=tmp_path / "idx", show_progress=False)  # fmt: skip
+    assert enc.docs_encoded == len(scifact_slice.doc_ids)  # one encode serves every grid point
+    grid_modes = ["hybrid+rerank@f1-float16", "m3@f1-float16", "hybrid+rerank@f2-float16", "m3@f2-float16"]
+    assert [s.mode for s in report.scores] == list(EXHAUSTIVE_MODES) + grid_modes
+    assert report.pipeline_colbert["m3@f2-float16"] == {"mode": "m3", "colbert_datatype": "float16", "colbert_pool_factor": 2}
+    assert set(report.pipeline_colbert) == set(grid_modes)
+    # Unpooled float16, all 40 docs within the prefetch: m3 ranks like exhaustive "all".
+    assert report.score("m3@f1-float16").ndcg10 == pytest.approx(report.score("all").ndcg10, abs=5e-3)
+    # Each grid point kept its own collection under the index path.
+    assert {p.name for p in (tmp_path / "idx").iterdir()} >= {"m3-f1-float16", "m3-f2-float16"}
+    table = report.to_table()
+    assert "| m3@f2-float16 |" in table and "float16, pool factor 2 |" in table
+    assert report.to_dict()["pipeline_colbert"] == report.pipeline_colbert
+
+
+def test_evaluate_default_storage_records_the_stores_defaults(tiny_encoder, scifact_slice):
+    from m3_rag.store.schema import DEFAULT_COLBERT
+
+    report = evaluate(tiny_encoder, scifact_slice, show_progress=False)
+    assert [s.mode for s in report.scores][-2:] == list(PIPELINE_MODES)  # plain names with one setting
+    for mode in PIPELINE_MODES:
+        assert report.pipeline_colbert[mode] == {"mode": mode, **DEFAULT_COLBERT.to_json()}
+
+
+def _eval_args(tiny_checkpoint, data_dir, out, *extra):
+    return ["eval", str(data_dir / "xquad" / "en"), "--model", str(tiny_checkpoint), "--max-queries", "3",
+            "--max-docs", "10", "--device", "cpu", "--no-progress", "--json", str(out), *extra]  # fmt: skip
+
+
+def test_cli_pool_factor_and_datatype_reach_the_index_and_the_report(tiny_checkpoint, data_dir, tmp_path):
+    from m3_rag.evaluation.cli import main
+
+    out = tmp_path / "one.json"
+    with pytest.raises(SystemExit) as done:
+        main(_eval_args(tiny_checkpoint, data_dir, out, "--pool-factor", "3", "--colbert-datatype", "turbo4"))
+    assert done.value.code == 0
+    report = json.loads(out.read_text())
+    assert set(report["scores"]) == set(EXHAUSTIVE_MODES) | set(PIPELINE_MODES)
+    assert report["pipeline_colbert"]["m3"] == {"mode": "m3", "colbert_datatype": "turbo4", "colbert_pool_factor": 3}
+
+
+def test_cli_grid_space_separated_and_comma_separated(tiny_checkpoint, data_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from m3_rag.cli import run
+    from m3_rag.evaluation.cli import main
+
+    want = {f"{m}@f{f}-{d}" for m in PIPELINE_MODES for f in (1, 2) for d in ("float16", "turbo8")}
+    spaced = tmp_path / "spaced.json"
+    with pytest.raises(SystemExit) as done:  # the eval command's own parser takes lists after one flag
+        main(_eval_args(tiny_checkpoint, data_dir, spaced, "--pool-factor", "1", "2", "--colbert-datatype", "float16", "turbo8"))
+    assert done.value.code == 0
+    report = json.loads(spaced.read_text())
+    assert set(report["scores"]) == set(EXHAUSTIVE_MODES) | want and set(report["pipeline_colbert"]) == want
+    # m3-rag eval: commas (and repeated flags) work whichever command class the app registers.
+    comma = tmp_path / "comma.json"
+    assert run(_eval_args(tiny_checkpoint, data_dir, comma, "--pool-factor", "1,2", "--colbert-datatype", "float16",
+                          "--colbert-datatype", "turbo8")) == 0  # fmt: skip
+    assert json.loads(comma.read_text())["pipeline_colbert"] == report["pipeline_colbert"]
+    # A grid point's mode is a valid --mode of scripts/compare_eval.py.
+    script = Path(__file__).resolve().parents[1] / "scripts" / "compare_eval.py"
+    done_cmp = subprocess.run([sys.executable, str(script), str(spaced), str(comma), "--mode", "m3@f2-turbo8"],
+                              capture_output=True, text=True)  # fmt: skip
+    assert done_cmp.returncode == 0, done_cmp.stderr
+    assert done_cmp.stdout.startswith("m3@f2-turbo8 nDCG@10 over 3 queries")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--pool-factor", "0"], "--pool-factor 0; expected ints >= 1"),
+    (["--colbert-datatype", "int8"], "--colbert-datatype int8; expected some of"),
+    (["--pool-factor", "2", "--no-pipeline"], "--no-pipeline runs none"),
+])  # fmt: skip
+def test_cli_bad_storage_options_fail_before_encoding(tiny_checkpoint, data_dir, tmp_path, monkeypatch, capsys, extra, message):
+    import m3_rag.evaluation.beir as beir
+    from m3_rag.evaluation.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the data was loaded before the options were checked")
+
+    monkeypatch.setattr(beir, "load_beir", no_load)
+    with pytest.raises(SystemExit) as done:
+        main(_eval_args(tiny_checkpoint, data_dir, tmp_path / "x.json", *extra))
+    assert done.value.code == 2
+    assert message in " ".join(capsys.readouterr().err.split())

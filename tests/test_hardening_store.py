@@ -426,7 +426,7 @@ sys.path.insert(0, {str(Path(__file__).parent)!r})
 from m3_rag.store import M3Store
 from m3_rag.store.backends.base import StorageFullError
 from test_store_helpers import FakeEncoder
-store = M3Store(FakeEncoder(dense_dim=64, colbert_dim=64), path={str(small_disk / 'index')!r})
+store = M3Store(FakeEncoder(dense_dim=64, colbert_dim=64), path={str(small_disk / 'index')!r}, colbert_pool_factor=1)
 acked = 0
 try:
     for batch in range(10_000):

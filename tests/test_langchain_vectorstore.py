@@ -38,9 +38,13 @@ def where(request, tmp_path) -> dict:
     return {"location": ":memory:"} if request.param == "memory" else {"path": str(tmp_path / "edge")}
 
 
+# Every token stored as encoded, so scores compare with the encoder's (pooling: test_store_colbert).
+EXACT = {"colbert_pool_factor": 1, "colbert_datatype": "float16"}
+
+
 @pytest.fixture
 def vs(tiny_encoder, where):
-    store = M3VectorStore.from_texts(TEXTS, BGEM3Embeddings(encoder=tiny_encoder), METAS, ids=IDS, **where)
+    store = M3VectorStore.from_texts(TEXTS, BGEM3Embeddings(encoder=tiny_encoder), METAS, ids=IDS, **where, **EXACT)
     yield store
     store.close()
 

@@ -68,6 +68,8 @@ def backend(request):
 
 
 def open_store(encoder, backend, tmp_path, **kwargs) -> M3VectorStore:
+    # Every token stored as encoded, so scores compare with the encoder's (pooling: test_store_colbert).
+    kwargs = {"colbert_pool_factor": 1, "colbert_datatype": "float16", **kwargs}
     if backend == "edge":
         return M3VectorStore(encoder, tmp_path / "index", **kwargs)
     return M3VectorStore(encoder, location=":memory:", **kwargs)

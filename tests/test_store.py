@@ -53,7 +53,9 @@ def kind(request) -> str:
 
 @pytest.fixture
 def filled(kind, tmp_path, tiny_encoder):
-    store = open_store(kind, tmp_path, tiny_encoder)
+    # Every token stored as encoded (float16), so scores can be compared with the encoder's own;
+    # pooled and quantized storage is tested in test_store_colbert.py.
+    store = open_store(kind, tmp_path, tiny_encoder, colbert_pool_factor=1, colbert_datatype="float16")
     store.add_texts([t for t, _ in DOCS], ids=IDS, metadatas=[m for _, m in DOCS],
                     doc_ids=["d1", "d1", "d2", "d2", "d3", "d3", "d4", "d4"], batch_size=3)  # fmt: skip
     yield store
@@ -454,9 +456,9 @@ def test_get_with_vectors_returns_all_three(filled, tiny_encoder):
     np.testing.assert_allclose(p.colbert, enc.colbert[0], atol=2e-3)  # float16 storage
 
 
-def test_long_colbert_is_clipped_before_write(kind, tmp_path):
+def test_long_colbert_is_pooled_to_the_row_limit_before_write(kind, tmp_path):
     enc = FakeEncoder(dense_dim=8, colbert_dim=1024)
-    store = open_store(kind, tmp_path, enc)
+    store = open_store(kind, tmp_path, enc, colbert_pool_factor=1, colbert_datatype="float32")
     base = enc.encode_documents(["long doc", "short doc"])
     rng = np.random.default_rng(0)
     long = rng.normal(size=(1100, 1024)).astype(np.float32)
@@ -466,8 +468,10 @@ def test_long_colbert_is_clipped_before_write(kind, tmp_path):
     stored = {p.id: p.colbert for p in store.get(["l", "s"], with_vectors=True)}
     assert max_colbert_rows(1024) == 1023
     assert stored["l"].shape == (1023, 1024) and stored["l"].size < 2**20
-    np.testing.assert_allclose(stored["l"], long[:1023], atol=2e-3)
-    assert stored["s"].shape == base.colbert[1].shape
+    # 77 merges: most rows are single tokens kept exactly, the rest means of a few tokens.
+    kept = (np.abs(stored["l"][:, None, :] - long[None, :, :]).max(axis=2) < 1e-6).any(axis=1)
+    assert 1023 - 77 <= kept.sum() < 1023
+    np.testing.assert_allclose(stored["s"], base.colbert[1], atol=1e-6)
     store.close()
 
 

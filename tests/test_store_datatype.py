@@ -10,7 +10,7 @@ import pytest
 from m3_rag.scoring import maxsim_score
 from m3_rag.store import M3Store
 from m3_rag.store.backends.edge import EdgeBackend
-from m3_rag.store.schema import StoreSchema, schema_from_encoder
+from m3_rag.store.schema import DEFAULT_COLBERT, StoreSchema, schema_from_encoder
 from test_store_helpers import FakeEncoder
 
 TEXTS = ["cats chase mice in the park", "dogs sleep in the sun", "birds sing in the park at dawn", "fish swim"]
@@ -20,9 +20,10 @@ def _edge_datatype(path) -> str:
     return json.loads((path / "m3" / "edge_config.json").read_text())["vectors"]["colbert"]["datatype"]
 
 
-def test_default_is_float16_and_bad_datatype_raises():
+def test_default_is_turbo8_for_a_new_collection_and_bad_datatype_raises():
     enc = FakeEncoder()
-    assert schema_from_encoder(enc).colbert_datatype == "float16"
+    assert schema_from_encoder(enc).colbert_datatype is None  # open: the collection's, or the default
+    assert schema_from_encoder(enc).for_new_collection().colbert_datatype == DEFAULT_COLBERT.datatype == "turbo8"
     with pytest.raises(ValueError, match="colbert_datatype='bfloat16'.*expected one of"):
         StoreSchema(outputs=("dense",), dense_dim=4, colbert_datatype="bfloat16")  # type: ignore[arg-type]
 

@@ -24,11 +24,12 @@ def test_default_prefetch_is_max_of_k_and_the_floor(mode, k, expected):
     assert plan.limit == k
 
 
-def test_m3_rescores_the_whole_default_union():
+def test_m3_reranks_the_whole_default_union_and_combines_it_in_the_store():
     plan = build_plan("m3", _query(), SCHEMA, k=4)
-    # three re-scoring prefetches (dense, sparse, colbert), each over the 10 + 10 candidates
-    assert [p.limit for p in plan.prefetches] == [2 * MIN_DEFAULT_PREFETCH] * 3
-    assert all([c.limit for c in p.prefetches] == [MIN_DEFAULT_PREFETCH] * 2 for p in plan.prefetches)
+    # one ColBERT rerank over the 10 + 10 candidates, all returned with their dense/sparse vectors
+    assert plan.limit == 2 * MIN_DEFAULT_PREFETCH and plan.query.using == "colbert"
+    assert [p.limit for p in plan.prefetches] == [MIN_DEFAULT_PREFETCH] * 2
+    assert plan.vectors == ("dense", "sparse") and plan.combine.k == 4
 
 
 def test_explicit_prefetch_wins_and_bad_values_raise():
@@ -43,4 +44,4 @@ def test_m3_plan_refuses_bad_weights_with_the_shared_message(bad):
     with pytest.raises(ValueError, match=r"weights is .*expected three finite non-negative numbers.*Fix:"):
         build_plan("m3", _query(), SCHEMA, k=4, weights=bad)
     plan = build_plan("m3", _query(), SCHEMA, k=4, weights=(2, 0, 2))
-    assert plan.query.weights[1] == 0 and plan.query.weights[0] == pytest.approx(0.5)
+    assert plan.combine.weights[1] == 0 and plan.combine.weights[0] == pytest.approx(0.5)

@@ -48,6 +48,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from tqdm.auto import tqdm
 
 from m3_rag.cache import CachedEncoder
+from m3_rag.store.schema import ColbertDatatype
 from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store, StoredPoint
 from m3_rag.store.queries import check_weights
 from m3_rag.store.filters import And, Condition, FilterNode
@@ -109,6 +110,8 @@ class M3VectorStore(BasePydanticVectorStore):
         store: M3Store | None = None,
         async_store: AsyncM3Store | None = None,
         cache_size: int = 4096,
+        colbert_datatype: ColbertDatatype | None = None,
+        colbert_pool_factor: int | None = None,
         **kwargs: Any,
     ) -> None:
         """Open (or create) a collection.
@@ -117,17 +120,19 @@ class M3VectorStore(BasePydanticVectorStore):
         Edge, on disk), ``location=":memory:"`` (qdrant-client local mode) or ``url`` (a
         Qdrant server: sync and native-async clients both). Or give ready core stores:
         ``store=`` and/or ``async_store=`` (with ``encoder`` to share a cache; else the
-        store's own encoder is used).
+        store's own encoder is used). ``colbert_datatype`` / ``colbert_pool_factor``: how a new
+        collection stores ColBERT vectors (see ``m3_rag.store.M3Store``; None: the collection's).
 
         Async methods go through the ``AsyncM3Store`` when there is one; otherwise they run
         the in-process engine (Edge, local mode) on one worker thread of this store.
         """
         super().__init__(**kwargs)
         given = store is not None or async_store is not None
-        if given and (path is not None or location is not None or url is not None):
+        if given and (path is not None or location is not None or url is not None
+                      or colbert_datatype is not None or colbert_pool_factor is not None):  # fmt: skip
             raise ValueError(
-                "got store=/async_store= and path/location/url; expected one or the other. "
-                "Fix: pass the ready store(s) alone, or encoder= with a location."
+                "got store=/async_store= and path/location/url or ColBERT options; expected one or the other. "
+                "Fix: pass the ready store(s) alone, or encoder= with a location and options."
             )
         if not given:
             if encoder is None:
@@ -138,11 +143,11 @@ class M3VectorStore(BasePydanticVectorStore):
                     f"location={location!r}, url={url!r}."
                 )
             self._encoder = as_cached(encoder, cache_size)
-            self._store = M3Store(
-                self._encoder, path, location=location, url=url, api_key=api_key, collection=collection
-            )
+            options = {"api_key": api_key, "collection": collection, "colbert_datatype": colbert_datatype,
+                       "colbert_pool_factor": colbert_pool_factor}  # fmt: skip
+            self._store = M3Store(self._encoder, path, location=location, url=url, **options)
             if url is not None:
-                self._astore = AsyncM3Store(self._encoder, url=url, api_key=api_key, collection=collection)
+                self._astore = AsyncM3Store(self._encoder, url=url, **options)
             return
         self._store, self._astore = store, async_store
         core = store if store is not None else async_store

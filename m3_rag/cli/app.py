@@ -28,7 +28,7 @@ from m3_rag.cli.resources import (
     parse_filter_json,
     require_index,
 )
-from m3_rag.evaluation.cli import eval_command
+from m3_rag.evaluation.cli import EvalCommand, eval_command
 from m3_rag.train.cli import mine_command, pairs_command, train_command
 
 __all__ = ["app", "main", "run"]
@@ -303,7 +303,7 @@ def demo_command(
 
 
 # ----------------------------------------------------------------------- eval, train, bench
-app.command("eval", help="nDCG@10 / Recall@100 per mode on a BEIR folder (needs the ranx metrics: the 'eval' extra).")(eval_command)
+app.command("eval", cls=EvalCommand, help="nDCG@10 / Recall@100 per mode on a BEIR folder (needs the ranx metrics: the 'eval' extra).")(eval_command)
 app.command("train", help="Fine-tune a model with BGE-M3's unified loss; saves the M3 layout.")(train_command)
 app.command("train-pairs", help="Build title -> text training pairs from a BEIR corpus.")(pairs_command)
 app.command("train-mine", help="Add hard negatives mined by a model to training rows.")(mine_command)

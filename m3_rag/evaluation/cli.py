@@ -1,16 +1,71 @@
-"""``m3-rag eval``: one table of nDCG@10 / Recall@100 per mode for a model on a BEIR folder."""
+"""``m3-rag eval``: one table of nDCG@10 / Recall@100 per mode for a model on a BEIR folder.
+
+``--pool-factor`` and ``--colbert-datatype`` set how the pipeline's index stores ColBERT; each
+takes one value or several (``--pool-factor 1,2,3``, ``--pool-factor 1 --pool-factor 2``, or,
+through :class:`EvalCommand`, ``--pool-factor 1 2 3``), and the pipeline then runs once per
+combination on the same encodings, its modes named ``m3@f2-turbo8``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperCommand
 
-__all__ = ["app", "eval_command", "main"]
+__all__ = ["app", "eval_command", "main", "EvalCommand", "expand_variadic_options"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate retrieval per mode.")
+
+# Datatypes spelled here so that parsing the command line imports no store code.
+_DATATYPES = ("float16", "float32", "turbo8", "turbo4")
+_INTS = re.compile(r"\d+(,\d+)*")
+
+
+def _is_datatypes(token: str) -> bool:
+    return all(part in _DATATYPES for part in token.split(","))
+
+
+#: Options whose values may follow one another after one flag (``--pool-factor 1 2 3``): a
+#: following token is one more value while it looks like one (an int / a datatype name).
+VARIADIC_OPTIONS = {"--pool-factor": lambda t: bool(_INTS.fullmatch(t)), "--colbert-datatype": _is_datatypes}
+
+
+def expand_variadic_options(args: list[str]) -> list[str]:
+    """``--pool-factor 1 2 3`` -> ``--pool-factor 1 --pool-factor 2 --pool-factor 3`` (click options
+    take one value per flag); everything else, and all after ``--``, unchanged."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            out += args[i:]
+            break
+        out.append(token)
+        i += 1
+        looks_like = VARIADIC_OPTIONS.get(token)
+        if looks_like is None:
+            continue
+        if i < len(args):  # the flag's own value, whatever it is (click validates it)
+            out.append(args[i])
+            i += 1
+        while i < len(args) and looks_like(args[i]):
+            out += [token, args[i]]
+            i += 1
+    return out
+
+
+class EvalCommand(TyperCommand):
+    """The ``eval`` command, reading ``--pool-factor 1 2 3`` / ``--colbert-datatype float16 turbo8`` as lists.
+
+    Register it with ``app.command("eval", cls=EvalCommand)(eval_command)``; without it the
+    lists are written ``--pool-factor 1,2,3`` or ``--pool-factor 1 --pool-factor 2``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_variadic_options(list(args)))
 
 
 @app.callback()
@@ -18,7 +73,7 @@ def _group() -> None:
     """Keeps ``eval`` a named sub-command even though it is the only one."""
 
 
-@app.command("eval")
+@app.command("eval", cls=EvalCommand)
 def eval_command(
     folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
     model: Annotated[str, typer.Option(help="model dir, hub id or 'm3-mini'")] = "m3-mini",
@@ -30,6 +85,14 @@ def eval_command(
     pipeline: Annotated[bool, typer.Option(help="also run the Qdrant Edge store modes")] = True,
     index_path: Annotated[Optional[Path], typer.Option(help="keep the Edge index here (default: temp dir)")] = None,
     prefetch_k: Annotated[Optional[int], typer.Option(help="store prefetch size per mode")] = None,
+    pool_factor: Annotated[Optional[list[str]], typer.Option(
+        "--pool-factor", metavar="INT[,INT...]",
+        help="ColBERT pool factor of the pipeline's index (1: every token vector; default: the store's); "
+             "several values (1,2,3 or repeated) run the pipeline once per value")] = None,
+    colbert_datatype: Annotated[Optional[list[str]], typer.Option(
+        "--colbert-datatype", metavar="DTYPE[,DTYPE...]",
+        help="ColBERT storage datatype of the pipeline's index: float16, float32, turbo8 or turbo4 (default: the store's); several values "
+             "(float16,turbo8 or repeated) run the pipeline once per value, times each --pool-factor")] = None,
     query_max_length: Annotated[Optional[int], typer.Option(help="query max tokens (default: the encoder's)")] = None,
     doc_max_length: Annotated[Optional[int], typer.Option(help="document max tokens (default: the encoder's)")] = None,
     state_cache: Annotated[Optional[Path], typer.Option(help="apply the heads to backbone states cached here "
@@ -58,6 +121,10 @@ def eval_command(
         raise typer.BadParameter("--write-weights needs --select-weights")
     if select_weights and w is not None:
         raise typer.BadParameter("--weights and --select-weights both given; expected one")
+    factors = _pool_factors(pool_factor)
+    datatypes = _datatypes(colbert_datatype)
+    if not pipeline and (factors or datatypes):
+        raise typer.BadParameter("--pool-factor/--colbert-datatype set the pipeline's index; --no-pipeline runs none")
     data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
     given = {"query_max_length": query_max_length, "document_max_length": doc_max_length}
     lengths = {name: value for name, value in given.items() if value is not None}
@@ -65,7 +132,8 @@ def eval_command(
     # One encode of the corpus (and one MaxSim pass) serves the weight selection and the table.
     report = evaluate(encoder, data, model_name=model, weights=w, select_weights=select_weights,
                       weight_step=weight_step, min_weight=min_weight, pipeline=pipeline, index_path=index_path,
-                      prefetch_k=prefetch_k, show_progress=progress)  # fmt: skip
+                      prefetch_k=prefetch_k, colbert_pool_factor=factors, colbert_datatype=datatypes,
+                      show_progress=progress)  # fmt: skip
     if report.weight_choice is not None:
         choice = report.weight_choice
         typer.echo(f"selected weights (dense, sparse, colbert) = {choice.weights} on {data.name} "
@@ -75,6 +143,26 @@ def eval_command(
     typer.echo(report.to_table())
     if output is not None:
         output.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _values(given: list[str] | None) -> list[str]:
+    return [part.strip() for value in given or [] for part in value.split(",") if part.strip()]
+
+
+def _pool_factors(given: list[str] | None) -> list[int]:
+    values = _values(given)
+    bad = [v for v in values if not v.isdigit() or int(v) < 1]
+    if bad:
+        raise typer.BadParameter(f"--pool-factor {', '.join(bad)}; expected ints >= 1 (1: no pooling), e.g. --pool-factor 1,2,3")
+    return [int(v) for v in values]
+
+
+def _datatypes(given: list[str] | None) -> list[str]:
+    values = _values(given)
+    bad = [v for v in values if v not in _DATATYPES]
+    if bad:
+        raise typer.BadParameter(f"--colbert-datatype {', '.join(bad)}; expected some of {', '.join(_DATATYPES)}")
+    return values
 
 
 def _write_weights(model: str, weights: tuple[float, float, float]) -> None:

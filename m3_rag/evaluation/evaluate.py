@@ -7,7 +7,7 @@ from pathlib import Path
 
 from m3_rag.evaluation.beir import BeirData
 from m3_rag.evaluation.report import EvalReport, score_runs
-from m3_rag.evaluation.runs import encode_corpus, exhaustive_runs, pipeline_runs, score_matrices
+from m3_rag.evaluation.runs import encode_corpus, exhaustive_runs, pipeline_grid, pipeline_grid_runs, score_matrices
 from m3_rag.store.queries import check_weights, model_weights
 
 __all__ = ["evaluate"]
@@ -25,6 +25,8 @@ def evaluate(
     pipeline: bool = True,
     index_path: str | Path | None = None,
     prefetch_k: int | None = None,
+    colbert_pool_factor: int | Sequence[int] | None = None,
+    colbert_datatype: str | Sequence[str] | None = None,
     show_progress: bool = True,
 ) -> EvalReport:
     """Encode once, score every exhaustive mode (and the store pipeline), return the table.
@@ -37,6 +39,7 @@ def evaluate(
     if select_weights and weights is not None:
         raise ValueError("both weights and select_weights given; expected one (fixed weights, or choose them)")
     # Fixed weights are checked before the (long) encode: bad ones fail at once.
+    grid = pipeline_grid(colbert_pool_factor, colbert_datatype)  # bad storage options fail here too
     if select_weights:
         w = None
     else:
@@ -51,8 +54,10 @@ def evaluate(
         choice = choose(scores, data, step=weight_step, min_weight=min_weight)
         w = choice.weights
     runs = exhaustive_runs(queries, corpus, data, w, scores=scores, show_progress=show_progress)
+    pipeline_colbert: dict = {}
     if pipeline:
-        runs.update(pipeline_runs(encoder, queries, corpus, data, w, index_path=index_path,
-                                  prefetch_k=prefetch_k, show_progress=show_progress))  # fmt: skip
+        found, pipeline_colbert = pipeline_grid_runs(encoder, queries, corpus, data, w, grid=grid, index_path=index_path,
+                                                     prefetch_k=prefetch_k, show_progress=show_progress)  # fmt: skip
+        runs.update(found)
     return EvalReport(data.name, model_name, len(data.query_ids), len(data.doc_ids), w,  # type: ignore[arg-type]
-                      score_runs(runs, data.qrels), weight_choice=choice)  # fmt: skip
+                      score_runs(runs, data.qrels), weight_choice=choice, pipeline_colbert=pipeline_colbert)  # fmt: skip

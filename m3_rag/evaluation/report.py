@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from m3_rag.evaluation.weights import WeightChoice
@@ -31,6 +31,8 @@ class EvalReport:
     weights: tuple[float, float, float]
     scores: list[ModeScore] = field(default_factory=list)
     weight_choice: WeightChoice | None = None  # set when the weights were selected on this data
+    # Per pipeline mode, how its index stored ColBERT: {"mode", "colbert_datatype", "colbert_pool_factor"}.
+    pipeline_colbert: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def score(self, mode: str) -> ModeScore:
         for s in self.scores:
@@ -45,10 +47,16 @@ class EvalReport:
             f"weights (dense, sparse, colbert) = {self.weights}"
             + (" (selected on this split)" if self.weight_choice is not None else ""),
             "",
-            "| mode | nDCG@10 | Recall@100 |",
-            "|---|---:|---:|",
         ]
-        lines += [f"| {s.mode} | {s.ndcg10:.4f} | {s.recall100:.4f} |" for s in self.scores]
+        if not self.pipeline_colbert:
+            lines += ["| mode | nDCG@10 | Recall@100 |", "|---|---:|---:|"]
+            lines += [f"| {s.mode} | {s.ndcg10:.4f} | {s.recall100:.4f} |" for s in self.scores]
+            return "\n".join(lines)
+        lines += ["| mode | nDCG@10 | Recall@100 | ColBERT stored |", "|---|---:|---:|---|"]
+        for s in self.scores:
+            c = self.pipeline_colbert.get(s.mode)
+            stored = f"{c['colbert_datatype']}, pool factor {c['colbert_pool_factor']}" if c else "float16, not pooled (exhaustive)"
+            lines.append(f"| {s.mode} | {s.ndcg10:.4f} | {s.recall100:.4f} | {stored} |")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -58,6 +66,7 @@ class EvalReport:
             "weights_selected_here": self.weight_choice is not None,
             "scores": {s.mode: {"ndcg@10": s.ndcg10, "recall@100": s.recall100} for s in self.scores},
             "per_query_ndcg@10": {s.mode: s.per_query_ndcg10 for s in self.scores},
+            "pipeline_colbert": self.pipeline_colbert,
         }  # fmt: skip
 
 

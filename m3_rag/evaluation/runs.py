@@ -4,7 +4,11 @@ Exhaustive modes score every query against every document (``dense``, ``sparse``
 ``dense+sparse``, ``all``; the combinations use :func:`m3_rag.scoring.combine_scores`). The
 pipeline indexes the same encodings in Qdrant Edge through :class:`m3_rag.store.M3Store` and
 runs its ``hybrid+rerank`` and ``m3`` searches, so the gap to exhaustive ``all`` is what the
-index costs.
+index costs: the prefetch, and the store's compact ColBERT storage (token pooling by
+``colbert_pool_factor``, quantization by ``colbert_datatype``). :func:`pipeline_grid_runs`
+indexes the same encodings once per (pool factor, datatype) combination, so a grid of storage
+settings costs one encode of the corpus; with more than one combination each mode is named
+after its settings, ``m3@f2-turbo8`` (:func:`pipeline_mode_name`).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +36,10 @@ __all__ = [
     "top_run",
     "exhaustive_runs",
     "pipeline_runs",
+    "pipeline_grid",
+    "pipeline_mode_name",
+    "pipeline_collection",
+    "pipeline_grid_runs",
 ]
 
 EXHAUSTIVE_MODES = ("dense", "sparse", "colbert", "dense+sparse", "all")
@@ -159,27 +168,66 @@ def exhaustive_runs(
     return {mode: _top(s, data.query_ids, data.doc_ids) for mode, s in scores.items()}
 
 
-def pipeline_runs(
+def pipeline_grid(
+    pool_factors: int | Sequence[int] | None = None, datatypes: str | Sequence[str] | None = None
+) -> list[tuple[int | None, str | None]]:
+    """Every (pool factor, datatype) combination, validated, duplicates dropped; ``None`` (or an
+    empty list) leaves that setting to the store (its default): ``[(None, None)]`` for no options."""
+    from m3_rag.store.schema import COLBERT_DATATYPES, check_pool_factor
+
+    factors = [pool_factors] if pool_factors is None or isinstance(pool_factors, int) else list(pool_factors)
+    types = [datatypes] if datatypes is None or isinstance(datatypes, str) else list(datatypes)
+    for f in factors:
+        if f is not None:
+            check_pool_factor(f)
+    for d in types:
+        if d is not None and d not in COLBERT_DATATYPES:
+            raise ValueError(f"colbert_datatype={d!r}; expected one of {COLBERT_DATATYPES}.")
+    factors = list(dict.fromkeys(factors)) or [None]
+    types = list(dict.fromkeys(types)) or [None]
+    return [(f, d) for f in factors for d in types]
+
+
+def pipeline_mode_name(mode: str, settings: Any) -> str:
+    """``m3@f2-turbo8``: a pipeline mode run on ColBERT stored with ``settings`` (a :class:`ColbertSettings`)."""
+    return f"{mode}@f{settings.pool_factor}-{settings.datatype}"
+
+
+def pipeline_collection(pool_factor: int | None, datatype: str | None) -> str:
+    """The collection a combination is indexed into: ``m3`` with no options (as before), else
+    one per options (``m3-f2-turbo8``), so that a kept ``index_path`` holds each grid point and an
+    index is never reopened with settings it was not built with."""
+    parts = ([f"f{pool_factor}"] if pool_factor is not None else []) + ([datatype] if datatype is not None else [])
+    return "-".join(["m3", *parts])
+
+
+def _pipeline_index_runs(
     encoder,
     queries: M3Output,
     corpus: M3Output,
     data: BeirData,
     weights: Sequence[float],
     *,
-    index_path: str | Path | None = None,
-    modes: Sequence[str] = PIPELINE_MODES,
-    prefetch_k: int | None = None,
-    show_progress: bool = True,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Top-100 runs of the store's search modes over a Qdrant Edge index of the same encodings."""
+    index_path: str | Path | None,
+    modes: Sequence[str],
+    prefetch_k: int | None,
+    colbert_pool_factor: int | None,
+    colbert_datatype: str | None,
+    show_progress: bool,
+):
+    """One index of the corpus with these ColBERT options; its runs and the settings it used."""
     from m3_rag.store import M3Store
 
+    collection = pipeline_collection(colbert_pool_factor, colbert_datatype)
     with tempfile.TemporaryDirectory(prefix="m3-eval-") as tmp:
         path = Path(index_path) if index_path else Path(tmp) / "index"
-        store = M3Store(encoder, path=path)
+        store = M3Store(encoder, path=path, collection=collection, colbert_pool_factor=colbert_pool_factor,
+                        colbert_datatype=colbert_datatype)  # type: ignore[arg-type]  # fmt: skip
         try:
+            settings = store.schema.colbert
             store.clear()
-            for start in tqdm(range(0, len(data.doc_ids), 512), desc="index", disable=not show_progress):
+            desc = f"index ({settings.datatype}, pool factor {settings.pool_factor})"
+            for start in tqdm(range(0, len(data.doc_ids), 512), desc=desc, disable=not show_progress):
                 rows = range(start, min(start + 512, len(data.doc_ids)))
                 part = corpus.select(rows)
                 part = M3Output(part.dense, part.sparse, [c.astype(np.float32) for c in part.colbert],
@@ -193,6 +241,69 @@ def pipeline_runs(
                     runs[mode][qid] = {str(h.id): float(h.score) for h in hits}
         finally:
             store.close()
+    return runs, settings
+
+
+def pipeline_runs(
+    encoder,
+    queries: M3Output,
+    corpus: M3Output,
+    data: BeirData,
+    weights: Sequence[float],
+    *,
+    index_path: str | Path | None = None,
+    modes: Sequence[str] = PIPELINE_MODES,
+    prefetch_k: int | None = None,
+    colbert_pool_factor: int | None = None,
+    colbert_datatype: str | None = None,
+    show_progress: bool = True,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Top-100 runs of the store's search modes over a Qdrant Edge index of the same encodings.
+
+    ``colbert_pool_factor`` / ``colbert_datatype`` go to :class:`m3_rag.store.M3Store` (None: the
+    store's defaults). The index is collection :func:`pipeline_collection` under ``index_path``
+    (default: a temporary folder, removed afterwards); it is emptied first.
+    """
+    runs, _ = _pipeline_index_runs(
+        encoder, queries, corpus, data, weights, index_path=index_path, modes=modes, prefetch_k=prefetch_k,
+        colbert_pool_factor=colbert_pool_factor, colbert_datatype=colbert_datatype, show_progress=show_progress,
+    )  # fmt: skip
     return runs
 
 
+def pipeline_grid_runs(
+    encoder,
+    queries: M3Output,
+    corpus: M3Output,
+    data: BeirData,
+    weights: Sequence[float],
+    *,
+    grid: Sequence[tuple[int | None, str | None]] = ((None, None),),
+    index_path: str | Path | None = None,
+    modes: Sequence[str] = PIPELINE_MODES,
+    prefetch_k: int | None = None,
+    show_progress: bool = True,
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, Any]]]:
+    """:func:`pipeline_runs` once per (pool factor, datatype) of ``grid`` (:func:`pipeline_grid`),
+    on the same encodings (one index at a time; under ``index_path`` each keeps its collection).
+
+    Returns the runs and, per run name, ``{"mode": ..., "colbert_datatype": ..., "colbert_pool_factor": ...}``
+    (the settings the store used: ``store.schema.colbert.to_json()``). One combination keeps the plain
+    mode names (``m3``); several name each run :func:`pipeline_mode_name` (``m3@f2-turbo8``).
+    """
+    if not grid:
+        raise ValueError("grid is empty; expected at least one (pool factor, datatype), e.g. [(None, None)]")
+    runs: dict[str, dict[str, dict[str, float]]] = {}
+    settings: dict[str, dict[str, Any]] = {}
+    for pool_factor, datatype in grid:
+        got, used = _pipeline_index_runs(
+            encoder, queries, corpus, data, weights, index_path=index_path, modes=modes, prefetch_k=prefetch_k,
+            colbert_pool_factor=pool_factor, colbert_datatype=datatype, show_progress=show_progress,
+        )  # fmt: skip
+        for mode, run in got.items():
+            name = mode if len(grid) == 1 else pipeline_mode_name(mode, used)
+            if name in runs:
+                raise ValueError(f"two grid points ran with the same ColBERT settings {used.to_json()}; expected distinct ones")
+            runs[name] = run
+            settings[name] = {"mode": mode, **used.to_json()}
+    return runs, settings

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from m3_rag.store.backends.base import AsyncBackend
 from m3_rag.store.core import StoreOperations
 from m3_rag.types import M3Output, OutputName
 
 __all__ = ["AsyncM3Store"]
+
+R = TypeVar("R")
 
 
 class AsyncM3Store(StoreOperations):
@@ -37,7 +39,7 @@ class AsyncM3Store(StoreOperations):
     async def open(self) -> AsyncM3Store:
         async with self._open_lock:
             if not self._opened:
-                await self.backend.open(self.schema)
+                self.schema = await self.backend.open(self.schema)
                 self._opened = True
         return self
 
@@ -56,6 +58,10 @@ class AsyncM3Store(StoreOperations):
         if native is not None:
             return await native(texts, outputs=outputs)
         return await asyncio.to_thread(getattr(self.encoder, f"encode_{kind}"), texts, outputs=outputs)
+
+    async def _compute(self, fn: Callable[..., R], *args: Any) -> R:
+        await self._ready()  # the collection's settings are read when it opens
+        return await asyncio.to_thread(fn, *args)
 
     async def close(self) -> None:
         await self.backend.close()

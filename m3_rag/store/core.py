@@ -18,9 +18,11 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from m3_rag.scoring import dense_scores, lexical_score, maxsim_score
@@ -28,10 +30,10 @@ from m3_rag.store.backends.base import Hit
 from m3_rag.store.filters import Condition, FilterLike, FilterNode, as_filter
 from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
 from m3_rag.store.names import check_collection_name
-from m3_rag.store.ingest import attach_vectors, batched_inputs, max_colbert_rows, prepare_points, prepare_rows
+from m3_rag.store.ingest import attach_vectors, batched_inputs, max_colbert_rows, pool_documents, prepare_rows
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.store.queries import (
-    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, QueryPlan, build_plan, check_mode, check_weights, model_weights,
+    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, Combine, QueryPlan, build_plan, check_mode, check_weights, model_weights,
 )  # fmt: skip
 from m3_rag.store.results import SearchResult, StoredPoint
 from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
@@ -150,6 +152,20 @@ def to_search_results(
     ]
 
 
+def combined_hits(hits: Sequence[Hit], combine: Combine, query: M3Output) -> list[Hit]:
+    """``m3``'s last step: each hit scored ``combine.weights · (dense, sparse, ColBERT sum)``
+    from its stored vectors and the backend's MaxSim, the top ``combine.k`` kept (stable)."""
+    if not hits:
+        return []
+    w_d, w_s, w_c = combine.weights
+    dense = dense_scores(query.dense[0], np.stack([h.vectors[DENSE] for h in hits]))  # type: ignore[index]
+    scored = []
+    for hit, d in zip(hits, dense):
+        sparse = lexical_score(query.sparse[0], hit.vectors[SPARSE]) if SPARSE in hit.vectors else 0.0  # type: ignore[index]
+        scored.append(replace(hit, score=w_d * float(d) + w_s * sparse + w_c * hit.score))
+    return sorted(scored, key=lambda h: -h.score)[: combine.k]
+
+
 def _stored_point(hit: Hit) -> StoredPoint:
     v = hit.vectors
     return StoredPoint(**_record_fields(hit), dense=v.get(DENSE), sparse=v.get(SPARSE), colbert=v.get(COLBERT))
@@ -223,7 +239,8 @@ class StoreCore:
         prefer_grpc: bool = False,
         shard_number: int | None = None,
         replication_factor: int | None = None,
-        colbert_datatype: ColbertDatatype = "float16",
+        colbert_datatype: ColbertDatatype | None = None,
+        colbert_pool_factor: int | None = None,
         weights: Sequence[float] | None = None,
         **client_kwargs: Any,
     ) -> None:
@@ -234,7 +251,10 @@ class StoreCore:
         self.weights: tuple[float, float, float] = (
             model_weights(encoder) if weights is None else check_weights(weights, "weights=")
         )
-        self.schema: StoreSchema = schema_from_encoder(encoder, colbert_datatype=colbert_datatype)
+        #: What the collection holds; its ColBERT settings are the collection's once it is open.
+        self.schema: StoreSchema = schema_from_encoder(
+            encoder, colbert_datatype=colbert_datatype, colbert_pool_factor=colbert_pool_factor
+        )
         self.backend: Any = make_backend(
             self.asynchronous, path, location, url, client, collection, api_key, prefer_grpc,
             shard_number, replication_factor, client_kwargs,
@@ -251,6 +271,14 @@ class StoreCore:
     async def _encode(self, kind: str, texts: list[str], outputs: tuple[OutputName, ...]) -> M3Output:
         """``encoder.encode_documents`` (kind ``"documents"``) or ``encode_queries`` (``"queries"``)."""
         raise NotImplementedError
+
+    async def _compute(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run CPU/device work of an open store (ColBERT pooling) off the event loop where there is one."""
+        raise NotImplementedError
+
+    def _documents_as_stored(self, encoded: M3Output) -> M3Output:
+        """Document vectors as the collection stores them (ColBERT pooled; see :func:`pool_documents`)."""
+        return pool_documents(encoded, self.schema, device=getattr(self.encoder, "device", None))
 
     def __repr__(self) -> str:
         return (
@@ -302,7 +330,8 @@ class StoreOperations(StoreCore):
                         sub_texts, ids=pick(b_ids), metadatas=pick(b_meta), doc_ids=pick(b_docs), extras=pick(b_extra)
                     )
                     encoded = await self._encode("documents", sub_texts, self.schema.outputs)
-                    await self._io(self.backend.upsert, attach_vectors(point_rows, encoded, self.schema))
+                    stored = await self._compute(self._documents_as_stored, encoded)
+                    await self._io(self.backend.upsert, attach_vectors(point_rows, stored, self.schema))
                 added.extend(b_ids)
                 bar.update(len(b_texts))
         return added
@@ -316,14 +345,15 @@ class StoreOperations(StoreCore):
         doc_ids: Sequence[str | None] | None = None,
         extras: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> list[UserId]:
-        """Upsert texts already encoded (e.g. by a framework's embedding class); one write."""
+        """Upsert texts already encoded (e.g. by a framework's embedding class); one write.
+
+        ``encoded`` is the encoder's output as it is (ColBERT unpooled): the store pools it."""
         if isinstance(texts, str):
             raise TypeError("texts is a single str; expected a list of texts. Fix: pass [text].")
         ids = list(ids) if ids is not None else new_ids(len(texts))
-        points = prepare_points(
-            list(texts), encoded, self.schema, ids=ids, metadatas=metadatas, doc_ids=doc_ids, extras=extras
-        )
-        await self._io(self.backend.upsert, points)
+        rows = prepare_rows(list(texts), ids=ids, metadatas=metadatas, doc_ids=doc_ids, extras=extras)
+        stored = await self._compute(self._documents_as_stored, encoded)
+        await self._io(self.backend.upsert, attach_vectors(rows, stored, self.schema))
         return ids
 
     # ------------------------------------------------------------------------------ reads
@@ -373,7 +403,9 @@ class StoreOperations(StoreCore):
             weights=self.weights if weights is None else weights,
             filter=as_filter(filter), max_query_tokens=max_tokens,
         )  # fmt: skip
-        hits = await self._io(self.backend.query, plan, with_mode_scores)
+        hits = await self._io(self.backend.query, plan, True if with_mode_scores else list(plan.vectors))
+        if plan.combine is not None:
+            hits = combined_hits(hits, plan.combine, query)
         return to_search_results(hits, plan, query, self.schema, with_mode_scores, max_tokens)
 
     async def get(self, ids: Sequence[UserId], with_vectors: bool = False) -> list[StoredPoint]:

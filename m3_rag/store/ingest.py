@@ -1,21 +1,26 @@
 """Turning texts + encoder outputs into points, validated before anything is written.
 
-ColBERT length rule: a Qdrant server rejects a multivector of 2^20 = 1,048,576 floats or
-more, so a document keeps its first ``floor((2^20 - 1) / D)`` token vectors (1023 at D=1024)
-and drops the rest. The cut is applied here, before any write, so a long document never
-fails halfway through a batch. Keeping the head (rather than pooling) keeps stored vectors
-identical to the encoder's, so MaxSim scores match BGE-M3's for every kept token; the
-dense and sparse vectors still see the whole text.
+ColBERT as stored: each document's token vectors are pooled (hierarchical token pooling,
+:func:`m3_rag.pooling.pool_colbert`) by the collection's ``colbert_pool_factor``, and
+adaptively further when that would still leave more than ``floor((2^20 - 1) / D)`` rows
+(1023 at D=1024): a Qdrant server rejects a multivector of 2^20 floats or more. So a long
+document keeps a representation of every one of its tokens, not only of its first 1023; a
+document of fewer than ``2 * factor`` tokens is stored as encoded. Both backends apply the
+same rule (Edge has no such limit, but one rule keeps scores alike everywhere). Scores
+(MaxSim, ``with_mode_scores``, ``m3``) are exact for what is stored. Queries are never pooled.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import torch
+
+from m3_rag.pooling import pool_colbert, pooled_rows
 
 from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
 from m3_rag.store.payload import build_payload
@@ -23,8 +28,8 @@ from m3_rag.store.schema import StoreSchema
 from m3_rag.types import M3Output, SparseVector
 
 __all__ = [
-    "MAX_MULTIVECTOR_FLOATS", "max_colbert_rows", "clip_colbert", "PointData", "PointRow",
-    "prepare_rows", "attach_vectors", "prepare_points", "batched_inputs",
+    "MAX_MULTIVECTOR_FLOATS", "max_colbert_rows", "pool_documents", "PointData", "PointRow",
+    "prepare_rows", "attach_vectors", "batched_inputs",
 ]  # fmt: skip
 
 MAX_MULTIVECTOR_FLOATS = 2**20 - 1
@@ -39,9 +44,18 @@ def max_colbert_rows(dim: int) -> int:
     return MAX_MULTIVECTOR_FLOATS // dim
 
 
-def clip_colbert(vectors: np.ndarray) -> np.ndarray:
-    """The first :func:`max_colbert_rows` rows (the module docstring has the rule)."""
-    return vectors[: max_colbert_rows(vectors.shape[1])]
+def pool_documents(encoded: M3Output, schema: StoreSchema, device: Any = None) -> M3Output:
+    """``encoded`` with each document's ColBERT vectors pooled as the collection stores them
+    (the module docstring has the rule); batched, on ``device`` (the encoder's)."""
+    if not schema.has_colbert or encoded.colbert is None:
+        return encoded
+    factor = schema.colbert.pool_factor
+    max_rows = max_colbert_rows(schema.colbert_dim)  # type: ignore[arg-type]
+    targets = [pooled_rows(c.shape[0], factor, max_rows) for c in encoded.colbert]
+    if all(t == c.shape[0] for t, c in zip(targets, encoded.colbert)):
+        return encoded
+    pooled = pool_colbert(encoded.colbert, targets, device=device)
+    return replace(encoded, colbert=[p.detach().to("cpu", torch.float32).numpy() for p in pooled])
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,11 +143,12 @@ def attach_vectors(rows: Sequence[PointRow], encoded: M3Output, schema: StoreSch
     if schema.has_colbert:
         if encoded.colbert is None or len(encoded.colbert) != n:
             raise ValueError(f"the store holds colbert vectors; the encoded batch has {_count(encoded.colbert)} for {n} texts.")
+        max_rows = max_colbert_rows(schema.colbert_dim)  # type: ignore[arg-type]
         for i, c in enumerate(encoded.colbert):
-            if c.ndim != 2 or c.shape[1] != schema.colbert_dim or c.shape[0] == 0:
+            if c.ndim != 2 or c.shape[1] != schema.colbert_dim or not 1 <= c.shape[0] <= max_rows:
                 raise ValueError(
-                    f"colbert vectors of text {i} have shape {c.shape}; expected (t >= 1, {schema.colbert_dim}). "
-                    "Fix: encode with the store's encoder."
+                    f"colbert vectors of text {i} have shape {c.shape}; expected (1 <= t <= {max_rows}, "
+                    f"{schema.colbert_dim}). Fix: encode with the store's encoder and pool with pool_documents."
                 )
     if (problem := _finite_problem(encoded, n)) is not None:
         raise ValueError(
@@ -146,25 +161,10 @@ def attach_vectors(rows: Sequence[PointRow], encoded: M3Output, schema: StoreSch
             payload=row.payload,
             dense=encoded.dense[i],
             sparse=encoded.sparse[i] if schema.has_sparse else None,  # type: ignore[index]
-            colbert=clip_colbert(encoded.colbert[i]) if schema.has_colbert else None,  # type: ignore[index]
+            colbert=encoded.colbert[i] if schema.has_colbert else None,  # type: ignore[index]
         )
         for i, row in enumerate(rows)
     ]
-
-
-def prepare_points(
-    texts: Sequence[str],
-    encoded: M3Output,
-    schema: StoreSchema,
-    *,
-    ids: Sequence[UserId],
-    metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-    doc_ids: Sequence[str | None] | None = None,
-    extras: Sequence[Mapping[str, Any] | None] | None = None,
-) -> list[PointData]:
-    """Validate a whole batch (rows, then vectors) and build its points; raises before any write."""
-    rows = prepare_rows(texts, ids=ids, metadatas=metadatas, doc_ids=doc_ids, extras=extras)
-    return attach_vectors(rows, encoded, schema)
 
 
 def _count(values: Sequence | None) -> int | None:

@@ -2,16 +2,17 @@
 
 ``dense``: cosine, dim H. ``sparse``: no modifier (BGE-M3's lexical score is a plain dot
 product of its weights; IDF would change it), token ids as indices. ``colbert``: multivector,
-MaxSim, HNSW disabled (rerank only), float16 by default (``colbert_datatype="float32"``
-on request), on disk. A dense-only encoder gets only ``dense``. Backends read an existing
-collection into :class:`VectorSpec` and :func:`check_schema` compares it with what the
-encoder needs.
+MaxSim, HNSW disabled (rerank only), on disk, stored as ``colbert_datatype`` after token
+pooling by ``colbert_pool_factor`` (:class:`ColbertSettings`). A dense-only encoder gets only
+``dense``. Backends read an existing collection into :class:`VectorSpec` and
+:func:`check_schema` compares it with what the encoder needs; they read the ColBERT settings
+the collection recorded and :meth:`StoreSchema.with_recorded` reconciles them with the options.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from m3_rag.types import ALL_OUTPUTS, OutputName
@@ -24,6 +25,11 @@ __all__ = [
     "StoreSchema",
     "SchemaMismatchError",
     "COLBERT_DATATYPES",
+    "ColbertDatatype",
+    "ColbertSettings",
+    "DEFAULT_COLBERT",
+    "LEGACY_POOL_FACTOR",
+    "check_pool_factor",
     "schema_from_encoder",
     "check_schema",
 ]
@@ -33,12 +39,50 @@ SPARSE: OutputName = "sparse"
 COLBERT: OutputName = "colbert"
 
 VectorKind = Literal["dense", "sparse", "multi"]
-ColbertDatatype = Literal["float16", "float32"]
-#: How ColBERT token vectors are stored. float16 (the default) takes half the disk; float32 is
-#: the faster rerank: measured with qdrant-edge-py 0.9.0 on an AVX2/F16C x86 CPU, its MaxSim
-#: runs at ~3 G multiply-adds/s on float16 and ~7 G/s on float32 (one core), and the rerank
-#: cost is candidates x document tokens x query tokens x dim (benchmarks/store.py).
-COLBERT_DATATYPES: tuple[str, ...] = ("float16", "float32")
+ColbertDatatype = Literal["float16", "float32", "turbo8", "turbo4"]
+#: How ColBERT token vectors are stored, bytes per 1024-dim token measured on Qdrant Edge 0.9
+#: (benchmarks/store.py): float32 4096, float16 2048, turbo8 1028, turbo4 516. Turbo8/Turbo4
+#: are Qdrant's TurboQuant storage: they replace the originals (a quantized copy beside
+#: float originals would add to the disk instead). float32 is the fastest MaxSim.
+COLBERT_DATATYPES: tuple[str, ...] = ("float16", "float32", "turbo8", "turbo4")
+
+
+def check_pool_factor(value: object) -> int:
+    """``value`` if it is a valid ColBERT pool factor (an int >= 1); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"colbert_pool_factor={value!r} ({type(value).__name__}); expected an int >= 1 (1: no pooling, "
+            "f: about 1/f of the document token vectors kept). Fix: pass e.g. colbert_pool_factor=2."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ColbertSettings:
+    """How a collection stores ColBERT vectors; recorded with it so a reopening process (and
+    every later add) uses the same: a collection must not mix pooled and unpooled documents."""
+
+    datatype: ColbertDatatype
+    pool_factor: int
+
+    def __post_init__(self) -> None:
+        if self.datatype not in COLBERT_DATATYPES:
+            raise ValueError(
+                f"colbert_datatype={self.datatype!r}; expected one of {COLBERT_DATATYPES}. Fix: use 'turbo8' "
+                "(the default), 'turbo4' (half of it), 'float16' or 'float32' (the fastest rerank)."
+            )
+        check_pool_factor(self.pool_factor)
+
+    def to_json(self) -> dict[str, object]:
+        return {"colbert_datatype": self.datatype, "colbert_pool_factor": self.pool_factor}
+
+
+#: What a new collection gets when the options leave a setting open (chosen by measurement:
+#: docs/compact-colbert.md).
+DEFAULT_COLBERT = ColbertSettings(datatype="turbo8", pool_factor=2)
+#: The pool factor of a collection that recorded none: m3-rag 0.1.0 stored every token (its
+#: datatype, float16, is in the vector config like every datatype).
+LEGACY_POOL_FACTOR = 1
 
 
 class SchemaMismatchError(ValueError):
@@ -66,24 +110,22 @@ class VectorSpec:
 
 @dataclass(frozen=True)
 class StoreSchema:
-    """What one collection holds: which outputs, at which sizes.
+    """What one collection holds: which outputs, at which sizes, and how ColBERT is stored.
 
-    ``colbert_datatype`` applies when a collection is created; an existing collection keeps the
-    datatype it was created with (it changes scores by float16 rounding only, so opening one
-    with the other datatype is not a mismatch).
+    ``colbert_datatype`` / ``colbert_pool_factor`` are ``None`` until the collection is open
+    when the options leave them to the collection: an existing one's recorded settings, or
+    :data:`DEFAULT_COLBERT` for a new one. An explicit option that differs from what an
+    existing collection recorded is a :class:`SchemaMismatchError`.
     """
 
     outputs: tuple[OutputName, ...]
     dense_dim: int
     colbert_dim: int | None = None
-    colbert_datatype: ColbertDatatype = "float16"
+    colbert_datatype: ColbertDatatype | None = None
+    colbert_pool_factor: int | None = None
 
     def __post_init__(self) -> None:
-        if self.colbert_datatype not in COLBERT_DATATYPES:
-            raise ValueError(
-                f"colbert_datatype={self.colbert_datatype!r}; expected one of {COLBERT_DATATYPES}. "
-                "Fix: use 'float16' (half the disk, the default) or 'float32' (faster rerank)."
-            )
+        self._settings_or_default()  # validates the options, before anything is written
         if DENSE not in self.outputs:
             raise ValueError(
                 f"the encoder outputs {self.outputs}; the store needs at least 'dense'. "
@@ -94,6 +136,38 @@ class StoreSchema:
                 f"the encoder lists 'colbert' in its outputs but has colbert_dim={self.colbert_dim!r}; "
                 "expected a positive int. Fix: give the encoder a colbert_dim or drop 'colbert' from its outputs."
             )
+
+    @property
+    def colbert(self) -> ColbertSettings:
+        """The ColBERT settings in force (after :meth:`for_new_collection`/:meth:`with_recorded`)."""
+        if self.colbert_datatype is None or self.colbert_pool_factor is None:
+            raise RuntimeError("the collection's ColBERT settings are read when it opens; it is not open yet.")
+        return ColbertSettings(self.colbert_datatype, self.colbert_pool_factor)
+
+    def _settings_or_default(self) -> ColbertSettings:
+        return ColbertSettings(
+            DEFAULT_COLBERT.datatype if self.colbert_datatype is None else self.colbert_datatype,
+            DEFAULT_COLBERT.pool_factor if self.colbert_pool_factor is None else self.colbert_pool_factor,
+        )
+
+    def for_new_collection(self) -> StoreSchema:
+        """This schema with the open settings filled from :data:`DEFAULT_COLBERT`."""
+        settings = self._settings_or_default()
+        return replace(self, colbert_datatype=settings.datatype, colbert_pool_factor=settings.pool_factor)
+
+    def with_recorded(self, collection: str, recorded: ColbertSettings) -> StoreSchema:
+        """This schema with an existing collection's settings; an explicit option that differs raises."""
+        asked = {"colbert_datatype": self.colbert_datatype, "colbert_pool_factor": self.colbert_pool_factor}
+        found = recorded.to_json()
+        conflicts = [f"{k}={v!r} (the collection has {found[k]!r})" for k, v in asked.items() if v is not None and v != found[k]]
+        if conflicts and self.has_colbert:
+            raise SchemaMismatchError(
+                f"collection {collection!r} stores ColBERT vectors with {found}; the options ask for "
+                f"{', '.join(conflicts)}. A collection keeps one setting, so that every document is scored "
+                "alike. Fix: leave the option out (None) to use the collection's, or index into a new "
+                "collection / path with the new setting."
+            )
+        return replace(self, colbert_datatype=recorded.datatype, colbert_pool_factor=recorded.pool_factor)
 
     @property
     def has_sparse(self) -> bool:
@@ -122,7 +196,9 @@ class StoreSchema:
             )
 
 
-def schema_from_encoder(encoder: object, colbert_datatype: ColbertDatatype = "float16") -> StoreSchema:
+def schema_from_encoder(
+    encoder: object, colbert_datatype: ColbertDatatype | None = None, colbert_pool_factor: int | None = None
+) -> StoreSchema:
     """Sizes from the encoder's config (``dense_dim``, ``colbert_dim``), never from a dummy encode.
 
     The encoder may list what it produces in ``outputs``; without it all three are assumed
@@ -140,7 +216,10 @@ def schema_from_encoder(encoder: object, colbert_datatype: ColbertDatatype = "fl
         )
     colbert_dim = getattr(encoder, "colbert_dim", None) if COLBERT in outputs else None
     ordered = tuple(o for o in ALL_OUTPUTS if o in outputs)
-    return StoreSchema(outputs=ordered, dense_dim=dense_dim, colbert_dim=colbert_dim, colbert_datatype=colbert_datatype)
+    return StoreSchema(
+        outputs=ordered, dense_dim=dense_dim, colbert_dim=colbert_dim,
+        colbert_datatype=colbert_datatype, colbert_pool_factor=colbert_pool_factor,
+    )  # fmt: skip
 
 
 def _key(spec: VectorSpec) -> tuple:

@@ -7,7 +7,7 @@ here they call the sync backend directly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from m3_rag.store.backends.base import Backend
 from m3_rag.store.core import DEFAULT_COLLECTION, StoreCore, StoreOperations, blocking
@@ -15,14 +15,18 @@ from m3_rag.types import M3Output, OutputName
 
 __all__ = ["M3Store", "DEFAULT_COLLECTION"]
 
+R = TypeVar("R")
+
 
 class M3Store(StoreCore):
     """A BGE-M3 index on Qdrant: Edge (``path=``), a server (``url=``) or local mode (``location=":memory:"``).
 
     The collection is created on first use (sized from ``encoder.dense_dim``/``colbert_dim``)
-    or validated if it exists. ``colbert_datatype``: how a new collection stores the ColBERT
-    vectors, ``"float16"`` (default, half the disk) or ``"float32"`` (Qdrant Edge 0.9's MaxSim
-    runs ~2x faster on it: see ``benchmarks/store.py``). ``weights``: the (dense, sparse,
+    or validated if it exists. ``colbert_datatype`` (``"turbo8"``, ``"turbo4"``, ``"float16"``,
+    ``"float32"``) and ``colbert_pool_factor`` (1: every token vector; f: about 1/f of them,
+    merged by hierarchical pooling): how ColBERT vectors are stored. ``None`` (the default)
+    takes an existing collection's recorded settings, else :data:`m3_rag.store.schema.DEFAULT_COLBERT`;
+    an explicit value an existing collection does not have raises ``SchemaMismatchError``. ``weights``: the (dense, sparse,
     colbert) weights of ``m3`` searches that pass none (:attr:`weights`); default the encoder's
     model's, ``encoder.config.default_weights``. See ``docs/architecture.md`` (Store) for the
     whole API.
@@ -31,13 +35,16 @@ class M3Store(StoreCore):
     backend: Backend
 
     def _started(self) -> None:
-        self.backend.open(self.schema)
+        self.schema = self.backend.open(self.schema)
 
     async def _io(self, call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)  # a sync call: the operation never suspends (see core.blocking)
 
     async def _encode(self, kind: str, texts: list[str], outputs: tuple[OutputName, ...]) -> M3Output:
         return getattr(self.encoder, f"encode_{kind}")(texts, outputs=outputs)
+
+    async def _compute(self, fn: Callable[..., R], *args: Any) -> R:
+        return fn(*args)
 
     # writes
     add_texts = blocking(StoreOperations.add_texts)

@@ -21,8 +21,10 @@ from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, numeric_bo
 from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
 from m3_rag.store.payload import DOC_ID_KEY
-from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery, WeightedSum
-from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema, VectorSpec, check_schema
+from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery
+from m3_rag.store.schema import (
+    COLBERT, DENSE, LEGACY_POOL_FACTOR, SPARSE, ColbertSettings, SchemaMismatchError, StoreSchema, VectorSpec, check_schema,
+)  # fmt: skip
 from m3_rag.types import SparseVector
 
 __all__ = ["ServerOptions", "ClientBackend", "AsyncClientBackend", "to_client_filter", "collection_params"]
@@ -36,7 +38,12 @@ class ServerOptions:
     replication_factor: int | None = None
 
 
-_DATATYPES = {"float16": models.Datatype.FLOAT16, "float32": models.Datatype.FLOAT32}
+_DATATYPES = {
+    "float16": models.Datatype.FLOAT16, "float32": models.Datatype.FLOAT32,
+    "turbo8": models.Datatype.TURBO8, "turbo4": models.Datatype.TURBO4,
+}  # fmt: skip
+#: Where a collection records its ColBERT settings: Qdrant's collection metadata, under this key.
+METADATA_KEY = "m3_rag"
 
 
 def collection_params(schema: StoreSchema) -> dict[str, Any]:
@@ -47,11 +54,32 @@ def collection_params(schema: StoreSchema) -> dict[str, Any]:
             distance=models.Distance.COSINE,
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
             hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph
-            datatype=_DATATYPES[schema.colbert_datatype],
+            datatype=_DATATYPES[schema.colbert.datatype],
             on_disk=True,
         )
     sparse = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.NONE)} if schema.has_sparse else None
-    return {"vectors_config": vectors, "sparse_vectors_config": sparse}
+    return {"vectors_config": vectors, "sparse_vectors_config": sparse, "metadata": {METADATA_KEY: schema.colbert.to_json()}}
+
+
+def _opened_schema(collection: str, info: models.CollectionInfo, schema: StoreSchema) -> StoreSchema:
+    """``schema`` with what an existing collection recorded (validated)."""
+    check_schema(collection, _found_specs(info), schema)
+    if not schema.has_colbert:
+        return schema
+    params = info.config.params.vectors
+    datatype = params[COLBERT].datatype if isinstance(params, dict) else None  # type: ignore[index]
+    record = (info.config.metadata or {}).get(METADATA_KEY) or {}
+    try:
+        recorded = ColbertSettings(
+            str(datatype.value if datatype is not None else "float32"),  # type: ignore[arg-type]
+            record.get("colbert_pool_factor", LEGACY_POOL_FACTOR),
+        )
+    except ValueError as exc:
+        raise SchemaMismatchError(
+            f"collection {collection!r} records ColBERT settings m3-rag cannot use: {exc} "
+            "Fix: index into a new collection."
+        ) from exc
+    return schema.with_recorded(collection, recorded)
 
 
 def _found_specs(info: models.CollectionInfo) -> dict[str, VectorSpec]:
@@ -95,12 +123,6 @@ def _scoring(query: Any) -> Any:
         return _vector(query)
     if isinstance(query, RrfFusion):
         return models.RrfQuery(rrf=models.Rrf(k=query.k))
-    if isinstance(query, WeightedSum):
-        terms = [models.MultExpression(mult=[w, f"$score[{i}]"]) for i, w in enumerate(query.weights)]
-        return models.FormulaQuery(
-            formula=models.SumExpression(sum=terms),
-            defaults={f"$score[{i}]": 0.0 for i in range(len(query.weights))},
-        )
     raise TypeError(f"unsupported query {query!r}")
 
 
@@ -119,7 +141,7 @@ def _prefetch(p: Prefetch, flt: models.Filter | None) -> models.Prefetch:
     )
 
 
-def _query_kwargs(plan: QueryPlan, with_vectors: bool) -> dict[str, Any]:
+def _query_kwargs(plan: QueryPlan, with_vectors: bool | list[str]) -> dict[str, Any]:
     flt = _maybe_filter(plan.filter)
     return {
         "query": _scoring(plan.query),
@@ -146,7 +168,7 @@ def _point_id(pid: Any) -> PointId:
     return pid if isinstance(pid, int) else str(pid)
 
 
-def _hit(point: Any, with_vectors: bool) -> Hit:
+def _hit(point: Any, with_vectors: bool | list[str]) -> Hit:
     vectors: dict[str, Any] = {}
     if with_vectors and isinstance(point.vector, dict):
         for name, v in point.vector.items():
@@ -257,10 +279,10 @@ class ClientBackend:
         self.collection = collection
         self.options = options
 
-    def open(self, schema: StoreSchema) -> None:
+    def open(self, schema: StoreSchema) -> StoreSchema:
         if self.client.collection_exists(self.collection):
-            check_schema(self.collection, _found_specs(self.client.get_collection(self.collection)), schema)
-            return
+            return _opened_schema(self.collection, self.client.get_collection(self.collection), schema)
+        schema = schema.for_new_collection()
         self.client.create_collection(
             self.collection,
             shard_number=self.options.shard_number,
@@ -270,12 +292,13 @@ class ClientBackend:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING)
             self.client.create_payload_index(self.collection, **_doc_id_index_args())
+        return schema
 
     def upsert(self, points: Sequence[PointData]) -> None:
         if points:
             self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
 
-    def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+    def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
         res = self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))
         return [_hit(p, with_vectors) for p in res.points]
 
@@ -318,10 +341,10 @@ class AsyncClientBackend:
         self.collection = collection
         self.options = options
 
-    async def open(self, schema: StoreSchema) -> None:
+    async def open(self, schema: StoreSchema) -> StoreSchema:
         if await self.client.collection_exists(self.collection):
-            check_schema(self.collection, _found_specs(await self.client.get_collection(self.collection)), schema)
-            return
+            return _opened_schema(self.collection, await self.client.get_collection(self.collection), schema)
+        schema = schema.for_new_collection()
         await self.client.create_collection(
             self.collection,
             shard_number=self.options.shard_number,
@@ -331,12 +354,13 @@ class AsyncClientBackend:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING)
             await self.client.create_payload_index(self.collection, **_doc_id_index_args())
+        return schema
 
     async def upsert(self, points: Sequence[PointData]) -> None:
         if points:
             await self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
 
-    async def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+    async def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
         res = await self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))
         return [_hit(p, with_vectors) for p in res.points]
 

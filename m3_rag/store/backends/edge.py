@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import errno
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -28,16 +29,23 @@ from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
 from m3_rag.store.names import edge_collection_dir
 from m3_rag.store.payload import DOC_ID_KEY
-from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery, WeightedSum
-from m3_rag.store.schema import COLBERT, DENSE, SPARSE, StoreSchema, VectorSpec, check_schema
+from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery
+from m3_rag.store.schema import (
+    COLBERT, DENSE, LEGACY_POOL_FACTOR, SPARSE, ColbertSettings, SchemaMismatchError, StoreSchema, VectorSpec, check_schema,
+)  # fmt: skip
 from m3_rag.types import SparseVector
 
-__all__ = ["EdgeBackend", "AsyncEdgeBackend", "edge_config", "to_edge_filter", "DISK_MARGIN_BYTES"]
+__all__ = ["EdgeBackend", "AsyncEdgeBackend", "edge_config", "to_edge_filter", "DISK_MARGIN_BYTES", "SETTINGS_FILE"]
 
 # Edge persists its config here (qdrant-edge-py 0.9.0); we read it to validate before loading.
 _CONFIG_FILE = "edge_config.json"
+#: Our record of the collection's ColBERT settings, beside Edge's own config (Edge keeps none).
+SETTINGS_FILE = "m3_rag.json"
 _NO_MODIFIER = getattr(qe.Modifier, "None")  # `None` is a Python keyword
-_DATATYPES = {"float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32}
+_DATATYPES = {
+    "float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32,
+    "turbo8": qe.VectorStorageDatatype.Turbo8, "turbo4": qe.VectorStorageDatatype.Turbo4,
+}  # fmt: skip
 
 
 #: Free disk kept beyond each write's own size. The engine writes its WAL and segments through
@@ -75,13 +83,19 @@ def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
             size=schema.colbert_dim,  # type: ignore[arg-type]
             distance=qe.Distance.Cosine,
             multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
-            datatype=_DATATYPES[schema.colbert_datatype],
+            datatype=_DATATYPES[schema.colbert.datatype],
             # m=0: no HNSW graph; ColBERT only re-scores prefetched candidates.
             hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
             memory=qe.Memory.Cold,
         )
     sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=_NO_MODIFIER)} if schema.has_sparse else None
     return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
+
+
+def _write_json_atomically(file: Path, data: dict[str, Any]) -> None:
+    tmp = file.with_name(file.name + ".tmp")
+    tmp.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(tmp, file)
 
 
 def _read_config(config_file: Path) -> dict[str, Any]:
@@ -135,19 +149,26 @@ class EdgeBackend:
                 "Nothing of this call was written. Fix: free space and rerun: acknowledged points are kept.",
             )
 
-    def open(self, schema: StoreSchema) -> None:
+    def open(self, schema: StoreSchema) -> StoreSchema:
+        """Create or load the shard; returns ``schema`` with the collection's ColBERT settings."""
         config_file = self.shard_path / _CONFIG_FILE
         try:
             if config_file.exists():
-                found = _found_specs(_read_config(config_file))
-                check_schema(self.collection, found, schema)
+                config = _read_config(config_file)
+                check_schema(self.collection, _found_specs(config), schema)
+                if schema.has_colbert:
+                    schema = schema.with_recorded(self.collection, self._recorded(config))
                 # Loading replays the WAL's unflushed tail into segments (after a crash, up to
                 # the whole log: measured 37 MB for a 27 MB WAL), so room for the log's size.
                 self._require_space(_allocated_bytes(self.shard_path / "wal"), "reopening the index")
                 self._shard = qe.EdgeShard.load(str(self.shard_path))
             else:
+                schema = schema.for_new_collection()
                 self._require_space(0, "creating the index")
                 self.shard_path.mkdir(parents=True, exist_ok=True)
+                # The settings first: a shard never exists without them (a crash in between
+                # leaves no edge_config.json, so the next open creates the shard again).
+                _write_json_atomically(self.shard_path / SETTINGS_FILE, schema.colbert.to_json())
                 self._shard = qe.EdgeShard.create(str(self.shard_path), edge_config(schema))
                 self._shard.update(qe.UpdateOperation.create_field_index(DOC_ID_KEY, qe.PayloadSchemaType.Keyword))
         except Exception as exc:
@@ -159,6 +180,23 @@ class EdgeBackend:
                     "for access from several processes."
                 ) from exc
             raise
+        return schema
+
+    def _recorded(self, config: dict[str, Any]) -> ColbertSettings:
+        """The ColBERT settings the shard was created with: the datatype from Edge's own config,
+        the pool factor from our settings file (absent: a 0.1.0 collection, unpooled)."""
+        datatype = str(((config.get("vectors") or {}).get(COLBERT) or {}).get("datatype") or "float32").lower()
+        pool_factor: object = LEGACY_POOL_FACTOR
+        settings_file = self.shard_path / SETTINGS_FILE
+        if settings_file.exists():
+            pool_factor = _read_config(settings_file).get("colbert_pool_factor")
+        try:
+            return ColbertSettings(datatype, pool_factor)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise SchemaMismatchError(
+                f"collection {self.collection!r} at {self.shard_path} records ColBERT settings m3-rag cannot use: "
+                f"{exc} Fix: restore {SETTINGS_FILE} from a backup, or index into a new collection."
+            ) from exc
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -218,7 +256,7 @@ class EdgeBackend:
             next_offset = str(next_offset)
         return [_hit(r, 0.0, with_vectors) for r in records], next_offset
 
-    def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+    def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
         flt = _maybe_filter(plan.filter)
         request = qe.QueryRequest(
             limit=plan.limit,
@@ -252,10 +290,6 @@ def _scoring(query: Any) -> Any:
         return qe.Query.Nearest(_vector(query), using=query.using)
     if isinstance(query, RrfFusion):
         return qe.Fusion.Rrf(k=query.k)
-    if isinstance(query, WeightedSum):
-        E = qe.Expression
-        terms = [E.Mult([E.Constant(w), E.Variable(f"$score[{i}]")]) for i, w in enumerate(query.weights)]
-        return qe.Formula(E.Sum(terms), defaults={f"$score[{i}]": 0.0 for i in range(len(query.weights))})
     raise TypeError(f"unsupported query {query!r}")
 
 
@@ -269,7 +303,7 @@ def _prefetch(p: Prefetch, flt: qe.Filter | None) -> qe.Prefetch:
     )
 
 
-def _hit(record: Any, score: float, with_vectors: bool) -> Hit:
+def _hit(record: Any, score: float, with_vectors: bool | list[str]) -> Hit:
     pid = record.id
     point_id: PointId = str(pid) if isinstance(pid, uuid.UUID) else pid
     vectors: dict[str, Any] = {}
@@ -355,13 +389,13 @@ class AsyncEdgeBackend:
     async def _run(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    async def open(self, schema: StoreSchema) -> None:
-        await self._run(self.sync.open, schema)
+    async def open(self, schema: StoreSchema) -> StoreSchema:
+        return await self._run(self.sync.open, schema)
 
     async def upsert(self, points: Sequence[PointData]) -> None:
         await self._run(self.sync.upsert, points)
 
-    async def query(self, plan: QueryPlan, with_vectors: bool = False) -> list[Hit]:
+    async def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
         return await self._run(self.sync.query, plan, with_vectors)
 
     async def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:

@@ -1,0 +1,190 @@
+"""Plot the compact-ColBERT trade-off: quality and latency against ColBERT bytes per original token.
+
+    python scripts/plot_compact_colbert.py bench.json eval.json [more.json ...] -o docs/compact-colbert.png
+
+Inputs (told apart by their contents, any number of each):
+
+- benchmark reports, ``python benchmarks/store.py ... --json bench.json``: per Edge run its
+  ColBERT datatype and pool factor, ``colbert_storage_bytes_per_token`` (ColBERT bytes on disk
+  per ORIGINAL token, before pooling) and p50 latency per mode;
+- eval reports, ``m3-rag eval ... --pool-factor 1,2,3 --colbert-datatype float16,turbo8,turbo4
+  --json eval.json``: nDCG@10 per pipeline mode and, in ``pipeline_colbert``, the storage
+  settings each mode ran on.
+
+Panel (a): nDCG@10 of the pipeline ``m3`` and ``hybrid+rerank`` modes against ColBERT bytes per
+original token (log x), one labelled marker per (datatype, pool factor); the bytes of a setting
+come from the benchmark's largest Edge run with that datatype and factor (a small index's bytes
+include the engine's preallocated files), and a setting no benchmark run measured is left out
+(with a note). The exhaustive ``all`` mode (unpooled float16 vectors) is a dashed line.
+Panel (b): p50 latency of ``hybrid+rerank`` and ``m3`` against the same bytes, per benchmark size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+PIPELINE_MODES = ("m3", "hybrid+rerank")
+MARKERS = {"m3": "o", "hybrid+rerank": "s"}
+
+__all__ = ["load_reports", "storage_bytes", "quality_points", "latency_points", "plot", "main"]
+
+
+def load_reports(paths: Sequence[Path]) -> tuple[list[dict], list[dict]]:
+    """(benchmark reports, eval reports) from JSON files; anything else raises SystemExit."""
+    bench, evals = [], []
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path}: cannot read a JSON report ({exc}).") from exc
+        if isinstance(data, dict) and isinstance(data.get("runs"), list):
+            bench.append({**data, "_path": str(path)})
+        elif isinstance(data, dict) and isinstance(data.get("scores"), dict):
+            evals.append({**data, "_path": str(path)})
+        else:
+            keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+            raise SystemExit(f"{path}: neither a benchmarks/store.py --json report (with 'runs') nor an m3-rag eval "
+                             f"--json report (with 'scores'); found {keys}.")  # fmt: skip
+    return bench, evals
+
+
+def _edge_runs(bench: Sequence[dict]) -> list[dict]:
+    return [r for b in bench for r in b["runs"] if r.get("backend") == "edge" and not r.get("skipped")
+            and r.get("colbert_storage_bytes_per_token")]  # fmt: skip
+
+
+def storage_bytes(bench: Sequence[dict]) -> dict[tuple[str, int], float]:
+    """(datatype, pool factor) -> ColBERT bytes per original token, from the largest Edge run of each."""
+    best: dict[tuple[str, int], tuple[int, float]] = {}
+    for r in _edge_runs(bench):
+        key = (r["colbert_datatype"], int(r["colbert_pool_factor"]))
+        if key not in best or r["points"] > best[key][0]:
+            best[key] = (r["points"], float(r["colbert_storage_bytes_per_token"]))
+    return {k: v for k, (_, v) in best.items()}
+
+
+def quality_points(evals: Sequence[dict], sizes: dict[tuple[str, int], float]) -> tuple[list[dict], list[str]]:
+    """Panel (a)'s points, ``{series, mode, datatype, factor, bytes, ndcg}``, and notes on what was left out."""
+    points, notes = [], []
+    several = len(evals) > 1
+    for report in evals:
+        settings = report.get("pipeline_colbert") or {}
+        if not settings:
+            notes.append(f"{report['_path']}: no pipeline_colbert (an eval report from before compact ColBERT, "
+                         "or --no-pipeline); left out")  # fmt: skip
+        for name, s in settings.items():
+            if s.get("mode") not in PIPELINE_MODES or name not in report["scores"]:
+                continue
+            key = (s["colbert_datatype"], int(s["colbert_pool_factor"]))
+            if key not in sizes:
+                notes.append(f"{report['_path']}: {name} ({key[0]}, factor {key[1]}) has no benchmark run; left out")
+                continue
+            series = f"{report.get('dataset', '?')} {s['mode']}" if several else s["mode"]
+            points.append({"series": series, "mode": s["mode"], "datatype": key[0], "factor": key[1],
+                           "bytes": sizes[key], "ndcg": float(report["scores"][name]["ndcg@10"])})  # fmt: skip
+    return points, notes
+
+
+def latency_points(bench: Sequence[dict]) -> list[dict]:
+    """Panel (b)'s points, ``{size, mode, datatype, factor, bytes, p50}``."""
+    points = []
+    for r in _edge_runs(bench):
+        size = f"{r['points']:,} pts" + (" (defaults)" if r.get("requested") == "default" else "")
+        for mode in PIPELINE_MODES:
+            lat = (r.get("latency") or {}).get(mode)
+            if lat:
+                points.append({"size": size, "points": r["points"], "mode": mode, "datatype": r["colbert_datatype"],
+                               "factor": int(r["colbert_pool_factor"]), "bytes": float(r["colbert_storage_bytes_per_token"]),
+                               "p50": float(lat["p50_ms"])})  # fmt: skip
+    return points
+
+
+def _label(p: dict) -> str:
+    return f"{p['datatype']} f{p['factor']}"
+
+
+def plot(bench: Sequence[dict], evals: Sequence[dict], output: Path) -> list[str]:
+    """Write the two-panel PNG; returns notes on what was left out."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise SystemExit("matplotlib is not installed. Fix: pip install matplotlib") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    sizes = storage_bytes(bench)
+    quality, notes = quality_points(evals, sizes)
+    latency = latency_points(bench)
+    fig, (ax_q, ax_l) = plt.subplots(1, 2, figsize=(13, 5.2))
+
+    for series in dict.fromkeys(p["series"] for p in quality):
+        pts = sorted((p for p in quality if p["series"] == series), key=lambda p: p["bytes"])
+        ax_q.scatter([p["bytes"] for p in pts], [p["ndcg"] for p in pts], marker=MARKERS[pts[0]["mode"]], label=series)
+        for p in pts:
+            ax_q.annotate(_label(p), (p["bytes"], p["ndcg"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for report in evals:
+        exhaustive = (report["scores"].get("all") or {}).get("ndcg@10")
+        if exhaustive is not None and quality:
+            name = f"{report.get('dataset', '?')} exhaustive all" if len(evals) > 1 else "exhaustive all (float16, not pooled)"
+            ax_q.axhline(float(exhaustive), linestyle="--", linewidth=0.8, color="grey", label=name)
+    ax_q.set_xscale("log")
+    ax_q.set_xlabel("ColBERT bytes on disk per original token (log)")
+    ax_q.set_ylabel("nDCG@10")
+    title = ", ".join(dict.fromkeys(f"{r.get('dataset', '?')} ({r.get('n_queries', '?')} q)" for r in evals))
+    ax_q.set_title(f"(a) quality: {title}" if title else "(a) quality: no eval report given")
+    if quality:
+        ax_q.legend(fontsize=8)
+
+    ordered = sorted(dict.fromkeys(p["size"] for p in latency), key=lambda s: next(p["points"] for p in latency if p["size"] == s))
+    for i, size in enumerate(ordered):  # a colour per size, a marker per mode
+        for mode in PIPELINE_MODES:
+            pts = [p for p in latency if p["size"] == size and p["mode"] == mode]
+            if not pts:
+                continue
+            ax_l.scatter([p["bytes"] for p in pts], [p["p50"] for p in pts], marker=MARKERS[mode], color=f"C{i % 10}",
+                         facecolors="none" if mode == "hybrid+rerank" else None, label=f"{mode}, {size}")  # fmt: skip
+            for p in pts:
+                ax_l.annotate(_label(p), (p["bytes"], p["p50"]), textcoords="offset points", xytext=(4, 4), fontsize=6)
+    ax_l.set_xscale("log")
+    ax_l.set_xlabel("ColBERT bytes on disk per original token (log)")
+    ax_l.set_ylabel("p50 latency, ms")
+    machines = ", ".join(dict.fromkeys(f"{b.get('machine', {}).get('cpus', '?')} CPUs" for b in bench))
+    ax_l.set_title(f"(b) search latency, Qdrant Edge ({machines})" if bench else "(b) latency: no benchmark report given")
+    if latency:
+        ax_l.legend(fontsize=7)
+
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    for ax in (ax_q, ax_l):
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.grid(True, which="both", linewidth=0.3, alpha=0.5)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=130)
+    plt.close(fig)
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("reports", nargs="+", type=Path, help="benchmarks/store.py --json and m3-rag eval --json reports")
+    ap.add_argument("-o", "--output", type=Path, default=Path("docs/compact-colbert.png"), help="the PNG to write")
+    args = ap.parse_args(argv)
+    bench, evals = load_reports(args.reports)
+    if not bench:
+        print("note: no benchmark report given: panel (a) has no bytes to place its points at, panel (b) is empty",
+              file=sys.stderr)  # fmt: skip
+    for note in plot(bench, evals, args.output):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
