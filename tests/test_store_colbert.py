@@ -280,3 +280,23 @@ def test_a_point_without_sparse_terms_scores_zero_sparse_in_m3(kind, tmp_path):
         hits = store.search("dogs sleep in the sun", mode="m3", k=2, with_mode_scores=True)
     assert {h.id for h in hits} == {1, 2}
     assert {h.id: h.mode_scores["sparse"] for h in hits}[2] == 0.0
+
+
+@pytest.mark.parametrize("datatype", COLBERT_DATATYPES)
+def test_mode_scores_and_m3_use_the_backend_s_colbert_score_for_every_datatype(tmp_path, datatype):
+    # Turbo4's own MaxSim differs slightly (~0.5%) from a MaxSim over the vectors it returns:
+    # the rerank's score is the one of record, so every reported ColBERT score is that one.
+    enc = FakeEncoder(colbert_dim=64)
+    weights = (0.4, 0.2, 0.4)
+    with M3Store(enc, path=tmp_path / "index", colbert_datatype=datatype, colbert_pool_factor=2) as store:
+        store.add_texts(TEXTS * 2, ids=list(range(8)))
+        rerank = store.search("birds in the park", mode="hybrid+rerank", k=8, with_mode_scores=True)
+        m3 = store.search("birds in the park", mode="m3", k=8, weights=weights, with_mode_scores=True)
+    for h in rerank:
+        assert h.mode_scores["colbert"] == pytest.approx(h.score, abs=1e-6)
+    colbert = {h.id: h.score for h in rerank}
+    for h in m3:
+        ms = h.mode_scores
+        assert ms["colbert"] == pytest.approx(colbert[h.id], abs=1e-6)
+        expected = (weights[0] * ms["dense"] + weights[1] * ms["sparse"] + weights[2] * ms["colbert"]) / sum(weights)
+        assert h.score == pytest.approx(expected, abs=1e-5)

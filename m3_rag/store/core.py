@@ -33,7 +33,8 @@ from m3_rag.store.names import check_collection_name
 from m3_rag.store.ingest import attach_vectors, batched_inputs, max_colbert_rows, pool_documents, prepare_rows
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.store.queries import (
-    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, Combine, QueryPlan, build_plan, check_mode, check_weights, model_weights,
+    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, Combine, QueryPlan, VectorQuery, build_plan, check_mode, check_weights,
+    model_weights,
 )  # fmt: skip
 from m3_rag.store.results import SearchResult, StoredPoint
 from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
@@ -121,16 +122,17 @@ def _record_fields(hit: Hit) -> dict[str, Any]:
 
 
 def _mode_scores(hit: Hit, query: M3Output, schema: StoreSchema, max_query_tokens: int | None) -> dict[str, float]:
-    """Each mode's score of the hit, from its stored vectors (BGE-M3's formulas, float16 as stored)."""
+    """Each mode's score of the hit, from its stored vectors (BGE-M3's formulas), ColBERT's from the
+    backend's rerank where the search made one."""
     scores: dict[str, float] = {}
     v = hit.vectors
     if DENSE in v and query.dense is not None:
         scores[DENSE] = float(dense_scores(query.dense[0], v[DENSE][None, :])[0])
     if schema.has_sparse and query.sparse is not None:
         scores[SPARSE] = lexical_score(query.sparse[0], v[SPARSE]) if SPARSE in v else 0.0
-    if COLBERT in v and query.colbert is not None:
+    if query.colbert is not None and (hit.colbert_sum is not None or COLBERT in v):
         q = query.colbert[0][:max_query_tokens] if max_query_tokens else query.colbert[0]
-        scores[COLBERT] = maxsim_score(q, v[COLBERT])
+        scores[COLBERT] = hit.colbert_sum / q.shape[0] if hit.colbert_sum is not None else maxsim_score(q, v[COLBERT])
     return scores
 
 
@@ -162,7 +164,7 @@ def combined_hits(hits: Sequence[Hit], combine: Combine, query: M3Output) -> lis
     scored = []
     for hit, d in zip(hits, dense):
         sparse = lexical_score(query.sparse[0], hit.vectors[SPARSE]) if SPARSE in hit.vectors else 0.0  # type: ignore[index]
-        scored.append(replace(hit, score=w_d * float(d) + w_s * sparse + w_c * hit.score))
+        scored.append(replace(hit, score=w_d * float(d) + w_s * sparse + w_c * hit.colbert_sum))  # type: ignore[operator]
     return sorted(scored, key=lambda h: -h.score)[: combine.k]
 
 
@@ -404,6 +406,8 @@ class StoreOperations(StoreCore):
             filter=as_filter(filter), max_query_tokens=max_tokens,
         )  # fmt: skip
         hits = await self._io(self.backend.query, plan, True if with_mode_scores else list(plan.vectors))
+        if isinstance(plan.query, VectorQuery) and plan.query.using == COLBERT:
+            hits = [replace(h, colbert_sum=h.score) for h in hits]
         if plan.combine is not None:
             hits = combined_hits(hits, plan.combine, query)
         return to_search_results(hits, plan, query, self.schema, with_mode_scores, max_tokens)

@@ -60,6 +60,10 @@ class Hit:
     score: float
     payload: dict[str, Any]
     vectors: dict[str, Any] = field(default_factory=dict)
+    #: The backend's ColBERT MaxSim (sum over query tokens) where the plan reranked by it: the
+    #: ColBERT score of record (Turbo4's own scoring differs slightly from a MaxSim over the
+    #: vectors it returns, so mode scores and m3 use this one).
+    colbert_sum: float | None = None
 
 
 class Backend(Protocol):
