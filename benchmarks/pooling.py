@@ -11,7 +11,8 @@ reported too (24 layers would take about 12 times as long).
 One long document (``--long-tokens``, 8192: m3-mini's vectors of consecutive 512-token chunks,
 and a synthetic D=1024 one) is pooled to ``pooled_rows(n, 2, max_rows=1023)`` rows; ``--windows``
 sweeps the clustering window on it: time, memory of the distance tensors, and how much pooling
-moves MaxSim scores of real queries (mean |pooled - full| / full over SciFact queries).
+moves MaxSim scores of real queries (mean |pooled - full| / full over SciFact queries; the same
+figure is given for the m3-mini batches).
 
     python benchmarks/pooling.py                          # CPU, defaults below
     python benchmarks/pooling.py --docs 8 --repeats 1 --windows 256 512   # quick
@@ -74,7 +75,7 @@ def chunk_texts(tokenizer, corpus: list[str], count: int, low: int, high: int, s
     rng = random.Random(seed)
     stream: list[int] = []
     for doc in corpus:
-        stream += tokenizer(doc, add_special_tokens=False)["input_ids"]
+        stream += tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"]
         if len(stream) > count * high + high:
             break
     texts, pos = [], 0
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> dict:
     corpus = [json.loads(line) for line in open(args.data / "corpus.jsonl", encoding="utf-8")]
     corpus = [d["title"] + ". " + d["text"] for d in corpus]
     mini = M3Encoder.from_pretrained("m3-mini", device=dev)
+    queries = [json.loads(line)["text"] for line in open(args.data / "queries.jsonl", encoding="utf-8")][: args.queries]
+    qvecs = [torch.as_tensor(q, device=dev) for q in mini.encode_queries(queries).colbert]
     texts = chunk_texts(mini.tokenizer, corpus, args.docs, 64, 512, seed=1)
     mini.encode_documents(texts[:2])  # warm-up
     t_mini = timed(lambda: mini.encode_documents(texts), args.repeats, dev)
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     print(f"\nbatches of {args.docs} documents, {min(lengths)}-{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}); "
           f"window {DEFAULT_WINDOW}; median of {args.repeats}")
-    head = f"{'D':>5} {'vectors':24} {'f':>2} {'rows kept':>10} {'pool ms':>8} {'ms/doc':>7} {'encode ms/doc':>14} {'pool/encode':>12}"
+    head = (f"{'D':>5} {'vectors':24} {'f':>2} {'rows kept':>10} {'pool ms':>8} {'ms/doc':>7} {'encode ms/doc':>14} "
+            f"{'pool/encode':>12} {'MaxSim change':>14}")
     print(head + "\n" + "-" * len(head))
     for dim, (name, t_enc, vecs) in sorted(encoders.items()):
         pool_colbert(vecs[:2], [pooled_rows(len(v), 2) for v in vecs[:2]])  # warm-up
@@ -152,14 +156,21 @@ def main(argv: list[str] | None = None) -> dict:
             targets = [pooled_rows(len(v), f) for v in vecs]
             t = timed(lambda: pool_colbert(vecs, targets, features=args.features), args.repeats, dev)
             per_doc = t / len(vecs)
+            moved = None
+            if dim == mini.colbert_dim:  # m3-mini's queries against its documents, pooled or not
+                pooled = pool_colbert(vecs, targets, features=args.features)
+                full = torch.tensor([[maxsim(q, d) for d in vecs] for q in qvecs])
+                pool = torch.tensor([[maxsim(q, d) for d in pooled] for q in qvecs])
+                moved = float(((pool - full).abs() / full.abs()).mean())
             enc_doc = t_enc / len(vecs) if t_enc else None
             row = {"dim": dim, "vectors": name, "factor": f, "docs": len(vecs), "tokens": sum(len(v) for v in vecs),
                    "rows": sum(targets), "pool_s": t, "pool_ms_per_doc": per_doc * 1e3,
                    "encode_ms_per_doc": enc_doc * 1e3 if enc_doc else None,
-                   "pool_over_encode": per_doc / enc_doc if enc_doc else None}  # fmt: skip
+                   "pool_over_encode": per_doc / enc_doc if enc_doc else None, "maxsim_change": moved}  # fmt: skip
             results["batches"].append(row)
             enc = f"{enc_doc * 1e3:14.1f} {per_doc / enc_doc:12.1%}" if enc_doc else f"{'-':>14} {'-':>12}"
-            print(f"{dim:5d} {name:24} {f:2d} {sum(targets):10d} {t * 1e3:8.1f} {per_doc * 1e3:7.2f} {enc}", flush=True)
+            ms = f"{moved:14.2%}" if moved is not None else f"{'-':>14}"
+            print(f"{dim:5d} {name:24} {f:2d} {sum(targets):10d} {t * 1e3:8.1f} {per_doc * 1e3:7.2f} {enc} {ms}", flush=True)
 
     # One long document: m3-mini vectors of consecutive chunks (D=384) and a synthetic D=1024 one.
     stream = chunk_texts(mini.tokenizer, corpus, -(-args.long_tokens // 510), 512, 512, seed=3)
@@ -176,14 +187,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  D={dim:4d}: {t * 1e3:8.1f} ms, distance tensors {distance_bytes(len(doc), DEFAULT_WINDOW) / 2**20:.0f} MiB")
 
     if args.windows:
-        queries = [json.loads(line)["text"] for line in open(args.data / "queries.jsonl", encoding="utf-8")][: args.queries]
-        qvecs = [torch.as_tensor(q, device=dev) for q in mini.encode_queries(queries).colbert]
         doc = long_docs[mini.colbert_dim]
         full = torch.tensor([maxsim(q, doc) for q in qvecs])
         print(f"\nwindow sweep on the D={mini.colbert_dim} long document ({len(qvecs)} queries; "
               "MaxSim change = mean |pooled - full| / full)")
         print(f"  {'window':>6} {'pool ms':>8} {'MiB':>7} {'MaxSim change':>14}")
-        for window in tqdm(args.windows, desc="windows", leave=False, disable=len(args.windows) < 3):
+        for window in tqdm(args.windows, desc="windows", leave=False, disable=None):  # a bar on a terminal only
             t = timed(lambda: pool_colbert([doc], [target], features=args.features, window=window), args.repeats, dev)
             pooled = pool_colbert([doc], [target], features=args.features, window=window)[0]
             moved = float(((torch.tensor([maxsim(q, pooled) for q in qvecs]) - full).abs() / full).mean())

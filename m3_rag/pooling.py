@@ -8,10 +8,11 @@ index holds ``f`` times fewer ColBERT vectors and MaxSim costs ``f`` times less.
 never pooled.
 
 :func:`pool_colbert` clusters a whole batch of documents at once, on the device of its input
-(torch only, CUDA or CPU): the documents' Ward distance matrices are stacked in padded tensors
-and every document merges all its pairs of reciprocal nearest neighbours in each round
-(Lance-Williams updates, cached row minima), so there is no Python loop over tokens, documents
-or single merges in the arithmetic; 512 tokens pooled by 2 take about 6 rounds.
+(torch only: CUDA or CPU). The documents' Ward distance matrices are stacked in padded tensors,
+and in each round every document merges all its pairs of reciprocal nearest neighbours
+(Lance-Williams updates, cached row minima; see :func:`_ward_merges`): no Python loop over tokens,
+documents or single merges, and 512 tokens pooled by 2 take about 6 rounds. The partition is
+exactly that of scipy's ``linkage(ward)`` + ``fcluster(maxclust)`` on PyLate's features (tested).
 
 >>> import torch
 >>> docs = [torch.nn.functional.normalize(torch.randn(n, 8, generator=torch.Generator().manual_seed(n)), dim=-1)
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -55,18 +57,20 @@ FEATURES = ("similarity_rows", "embeddings")
 # document does not pay a long one's cubic Gram cost.
 _BUCKET = 64
 
-# A bucket's matrix products use the caller's CPU threads from this many multiply-adds (~0.1 s on
-# one core) up; below, one thread (the rest of pooling always runs on one, see _intra_op_threads).
-_MANY_THREADS_MACS = 1 << 28
-
-# Narrowest group of windows that merge together (see _pool_batch).
+# Narrowest group of windows that merge together, and most distances in one group (see _pool_batch):
+# 2^25 float32 distances, plus their float64 Gram on the way, is about 0.5 GB.
 _MIN_GROUP = 128
+_MAX_CELLS = 1 << 25
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints too
 
 
 def _check_int(value: object, what: str, minimum: int, fix: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not _is_int(value) or value < minimum:
         raise ValueError(f"{what} is {value!r}; expected an int >= {minimum}. Fix: {fix}")
-    return value
+    return int(value)
 
 
 def pooled_rows(n_tokens: int, factor: int, max_rows: int | None = None) -> int:
@@ -95,12 +99,12 @@ def pooled_rows(n_tokens: int, factor: int, max_rows: int | None = None) -> int:
     ...
     ValueError: pool factor is 0; expected an int >= 1. Fix: pass factor=1 for no pooling, 2 or more to pool
     """
-    _check_int(factor, "pool factor", 1, "pass factor=1 for no pooling, 2 or more to pool")
-    _check_int(n_tokens, "n_tokens", 0, "pass the number of token vectors of the document")
+    factor = _check_int(factor, "pool factor", 1, "pass factor=1 for no pooling, 2 or more to pool")
+    n_tokens = _check_int(n_tokens, "n_tokens", 0, "pass the number of token vectors of the document")
     rows = n_tokens if factor == 1 or n_tokens < 2 * factor else n_tokens // factor
     if max_rows is not None:
-        _check_int(max_rows, "max_rows", 1, "pass None for no cap, or the most rows a document may keep")
-        rows = min(rows, max_rows)
+        cap = _check_int(max_rows, "max_rows", 1, "pass None for no cap, or the most rows a document may keep")
+        rows = min(rows, cap)
     return rows
 
 
@@ -123,11 +127,18 @@ def pool_colbert(
     document's result does not depend on the other documents of the batch or their order.
 
     A document longer than ``window`` tokens is cut into ``ceil(n_i / window)`` consecutive
-    windows of near-equal length, clustered separately (windows of all documents share one
-    lockstep batch); window ``j`` gets its share of the target proportional to its length
+    windows of near-equal length, clustered separately (the windows of all documents merge
+    together, in lockstep); window ``j`` gets its share of the target proportional to its length
     (``floor(t*C_j/n) - floor(t*C_{j-1}/n)`` with ``C_j`` the tokens up to its end), so the shares
     add up to the target exactly and every window keeps at least one row. Memory is then about
-    ``4 * windows * window^2`` bytes instead of ``4 * n^2`` per document.
+    ``20 * windows * window^2`` bytes (float64 Gram, float32 distances) instead of ``20 * n^2``
+    per document; a batch is clustered in groups of at most 2^25 distances.
+
+    On CPU, pooling runs on one intra-op thread of the calling thread (see
+    :func:`_one_intra_op_thread`; several threads may pool at once). On CUDA the partitions are
+    the same; the cluster sums use ``index_add_``, whose float order on CUDA is not fixed, so
+    pooled vectors may differ in their last bits between runs there (on CPU they never do). The
+    Gram matrices are float64: fast on data-centre GPUs, slow on consumer ones.
 
     Parameters
     ----------
@@ -189,7 +200,9 @@ def pool_partitions(
     tensor([0, 1, 0, 2])
     """
     if features not in FEATURES:
-        raise ValueError(f"features is {features!r}; expected one of {FEATURES}. Fix: pass features='similarity_rows' (PyLate's)")
+        raise ValueError(
+            f"features is {features!r}; expected one of {FEATURES}. Fix: pass features='similarity_rows' (PyLate's)"
+        )
     _check_int(window, "window", 2, "pass the longest span of tokens to cluster together, e.g. 512")
     if len(targets) != len(vectors):
         raise ValueError(f"{len(vectors)} documents but {len(targets)} targets; expected one target per document")
@@ -200,20 +213,20 @@ def pool_partitions(
         if m.dim() != 2 or not m.is_floating_point():
             raise ValueError(f"document {i} is a {m.dim()}-d {m.dtype} array; expected a float [n_tokens, D] matrix")
         n = m.shape[0]
-        if isinstance(t, bool) or not isinstance(t, int) or not (min(1, n) <= t <= n):
+        if not _is_int(t) or not (min(1, n) <= t <= n):
             raise ValueError(
                 f"target {t!r} for document {i} of {n} tokens; expected an int in [{min(1, n)}, {n}]. "
                 "Fix: pass pooled_rows(n_tokens, factor, max_rows)"
             )
     if len(dims) > 1:
         raise ValueError(f"documents have different widths {sorted(dims)}; expected one ColBERT dimension D")
+    targets = [int(t) for t in targets]
     out: list[torch.Tensor] = [m.to(dev, torch.float32) for m in mats]
     labels: list[torch.Tensor] = [torch.arange(m.shape[0], device=dev) for m in mats]
     todo = [i for i, (m, t) in enumerate(zip(mats, targets, strict=True)) if t < m.shape[0]]
     if todo:
-        threads = torch.get_num_threads()
-        with _intra_op_threads(dev, 1):
-            pooled, token_rows = _pool_batch([out[i] for i in todo], [targets[i] for i in todo], features, window, threads)
+        with _one_intra_op_thread(dev):
+            pooled, token_rows = _pool_batch([out[i] for i in todo], [targets[i] for i in todo], features, window)
         for i, p, lab in zip(todo, pooled, token_rows, strict=True):
             out[i], labels[i] = p, lab
     return PooledColbert(out, labels)
@@ -240,7 +253,7 @@ def _windows(lengths: torch.Tensor, targets: torch.Tensor, window: int):
     return doc, length, share
 
 
-def _initial_distances(emb: torch.Tensor, lengths: torch.Tensor, features: str, threads: int) -> torch.Tensor:
+def _initial_distances(emb: torch.Tensor, lengths: torch.Tensor, features: str) -> torch.Tensor:
     """Squared Euclidean distances ``[b, s, s]`` float32 between the tokens of ``b`` windows zero-padded to ``s``.
 
     ``similarity_rows``: between rows of ``1 - S``, ``S = E Eᵀ`` in float32 as PyLate's (the
@@ -248,33 +261,49 @@ def _initial_distances(emb: torch.Tensor, lengths: torch.Tensor, features: str, 
     which in float32 would lose the small distances between similar tokens (1e-4 relative on
     clustered data, enough to change merges), so the Gram and the subtraction run in float64 and
     only the result is rounded to float32. ``+inf`` on the diagonal and wherever a padding token
-    is involved (rounding may leave a hair below 0 elsewhere). The matrix products use ``threads``
-    CPU threads.
+    is involved (rounding may leave a hair below 0 elsewhere).
     """
-    b, s, d = emb.shape
+    b, s, _ = emb.shape
     valid = torch.arange(s, device=emb.device) < lengths[:, None]
-    # Only products big enough to pay for waking other threads get them (see _intra_op_threads).
-    many = threads if b * s * s * max(s, d) >= _MANY_THREADS_MACS else 1
-    with _intra_op_threads(emb.device, many):
-        if features == "similarity_rows":
-            # Padding rows of 1 - S are all ones: they only touch padding entries, masked below.
-            # Padding columns are 1 in every real row: one constant added to the whole Gram, cancelled.
-            feats = (1 - torch.bmm(emb, emb.transpose(1, 2))).to(torch.float64)
-        else:
-            feats = emb.to(torch.float64)
-        gram = torch.bmm(feats, feats.transpose(1, 2))
-    sq = torch.diagonal(gram, dim1=1, dim2=2)
-    dist = torch.add(sq[:, :, None], sq[:, None, :]).sub_(gram, alpha=2).to(torch.float32)
+    if features == "similarity_rows":
+        # Padding rows of 1 - S are all ones: they only touch padding entries, masked below.
+        # Padding columns are 1 in every real row: one constant added to the whole Gram, cancelled.
+        feats = (1 - torch.bmm(emb, emb.transpose(1, 2))).to(torch.float64)
+    else:
+        feats = emb.to(torch.float64)
+    dist = torch.empty(b, s, s, device=emb.device)
+    _gram_distances(feats, dist)
     dist.masked_fill_(~valid[:, :, None], float("inf")).masked_fill_(~valid[:, None, :], float("inf"))
     dist.diagonal(dim1=1, dim2=2).fill_(float("inf"))
     return dist
 
 
-def _pool_batch(mats: list[torch.Tensor], targets: list[int], features: str, window: int, threads: int):
+def _gram_distances(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Write ``|x_i|² + |x_j|² - 2 x_i·x_j`` of the rows of ``x [b, s, k]`` into ``out [b, s, s]``;
+    returns ``|x_i|² [b, s]``.
+
+    The Gram matrix is symmetric: cut into halves, its off-diagonal block is computed once and
+    mirrored, the diagonal blocks the same way down to 128 rows (5/8 of the products at 512 rows).
+    """
+    s = x.shape[1]
+    if s <= 128 or s % 2:
+        gram = torch.bmm(x, x.transpose(1, 2))
+        sq = torch.diagonal(gram, dim1=1, dim2=2)
+        out.copy_(torch.add(sq[:, :, None], sq[:, None, :]).sub_(gram, alpha=2))
+        return sq
+    h = s // 2
+    sq1 = _gram_distances(x[:, :h], out[:, :h, :h])
+    sq2 = _gram_distances(x[:, h:], out[:, h:, h:])
+    cross = torch.add(sq1[:, :, None], sq2[:, None, :]).sub_(torch.bmm(x[:, :h], x[:, h:].transpose(1, 2)), alpha=2)
+    out[:, :h, h:].copy_(cross)
+    out[:, h:, :h].copy_(cross.transpose(1, 2))
+    return torch.cat((sq1, sq2), 1)
+
+
+def _pool_batch(mats: list[torch.Tensor], targets: list[int], features: str, window: int):
     """Pool float32 ``[n_i, D]`` matrices (all with ``targets[i] < n_i``) on their device.
 
-    Returns per document the pooled ``[t_i, D]`` and each token's row ``[n_i]``. Runs with one
-    intra-op thread except for the matrix products (``threads``; see :func:`_intra_op_threads`). Windows are
+    Returns per document the pooled ``[t_i, D]`` and each token's row ``[n_i]``. Windows are
     clustered in buckets of equal padded length (a multiple of 64): a window's padded size then
     depends on its own length only, so its floats do not depend on its batch, and short windows do
     not pay for long ones.
@@ -296,25 +325,28 @@ def _pool_batch(mats: list[torch.Tensor], targets: list[int], features: str, win
     root = torch.empty(flat.shape[0], dtype=torch.long, device=dev)  # each token's cluster, as its first token
     padded = -(-ulen // _BUCKET) * _BUCKET
     # Windows merge in groups of a power-of-two width (at least 128): few groups, so few rounds of
-    # small operations, for at most twice the row length. Padding never changes a window's merges.
+    # small operations, for at most twice the row length; a group holds at most _MAX_CELLS distances
+    # (memory). Padding and grouping never change a window's merges.
     width = torch.clamp_min(2 ** torch.ceil(torch.log2(padded.double())).long(), _MIN_GROUP)
     for group in torch.unique(width).tolist():
-        in_group = width == group
-        units = torch.nonzero(in_group).squeeze(1)
-        toks = torch.nonzero(in_group[tok_unit]).squeeze(1)
-        at = ((torch.cumsum(in_group, 0) - 1)[tok_unit[toks]], tok_pos[toks])  # (window in group, position)
-        sizes = torch.unique(padded[units]).tolist()
-        if len(sizes) == 1:
-            dist = _distances(flat, in_group, sizes[0], ulen, tok_unit, tok_pos, features, threads)
-        else:
-            dist = torch.full((len(units), max(sizes), max(sizes)), float("inf"), device=dev)
-            for size in sizes:  # Gram matrices padded to a multiple of 64 only (cubic cost)
-                sel = torch.nonzero(padded[units] == size).squeeze(1)
-                dist[sel, :size, :size] = _distances(flat, padded == size, size, ulen, tok_unit, tok_pos, features, threads)
-        parent = _ward_merges(dist, ulen[units], (ulen - share)[units])
-        for _ in range(max(1, math.ceil(math.log2(dist.shape[1])))):  # pointer jumping to each chain's root
-            parent = parent.gather(1, parent)
-        root[toks] = ustart[tok_unit[toks]] + parent[at]
+        members = torch.nonzero(width == group).squeeze(1)
+        for units in torch.split(members, max(1, _MAX_CELLS // group**2)):
+            in_group = torch.zeros_like(width, dtype=torch.bool).index_fill_(0, units, True)
+            toks = torch.nonzero(in_group[tok_unit]).squeeze(1)
+            at = ((torch.cumsum(in_group, 0) - 1)[tok_unit[toks]], tok_pos[toks])  # (window in group, position)
+            sizes = torch.unique(padded[units]).tolist()
+            if len(sizes) == 1:
+                dist = _distances(flat, in_group, sizes[0], ulen, tok_unit, tok_pos, features)
+            else:
+                dist = torch.full((len(units), max(sizes), max(sizes)), float("inf"), device=dev)
+                for size in sizes:  # Gram matrices padded to a multiple of 64 only (cubic cost)
+                    sel = torch.nonzero(padded[units] == size).squeeze(1)
+                    dist[sel, :size, :size] = _distances(flat, in_group & (padded == size), size, ulen, tok_unit,
+                                                         tok_pos, features)  # fmt: skip
+            parent = _ward_merges(dist, ulen[units], (ulen - share)[units])
+            for _ in range(max(1, math.ceil(math.log2(dist.shape[1])))):  # pointer jumping to each chain's root
+                parent = parent.gather(1, parent)
+            root[toks] = ustart[tok_unit[toks]] + parent[at]
     sums = torch.zeros_like(flat).index_add_(0, root, flat)
     keep = torch.zeros(flat.shape[0], dtype=torch.bool, device=dev)
     keep[root] = True
@@ -325,29 +357,31 @@ def _pool_batch(mats: list[torch.Tensor], targets: list[int], features: str, win
     return list(torch.split(pooled, targets)), list(torch.split(tok_row, lengths.tolist()))
 
 
-def _distances(flat, in_set, size, ulen, tok_unit, tok_pos, features, threads) -> torch.Tensor:
+def _distances(flat, in_set, size, ulen, tok_unit, tok_pos, features) -> torch.Tensor:
     """Initial Ward distances ``[b, size, size]`` of the windows in ``in_set`` (``[U]`` bool), in window order."""
     toks = torch.nonzero(in_set[tok_unit]).squeeze(1)
     emb = torch.zeros(int(in_set.sum()), size, flat.shape[1], device=flat.device)
-    emb[(torch.cumsum(in_set, 0) - 1)[tok_unit[toks]], tok_pos[toks]] = flat[toks]
-    return _initial_distances(emb, ulen[in_set], features, threads)
+    emb[(torch.cumsum(in_set, 0) - 1)[tok_unit[toks]], tok_pos[toks]] = flat.index_select(0, toks)
+    return _initial_distances(emb, ulen[in_set], features)
 
 
 @contextlib.contextmanager
-def _intra_op_threads(device: torch.device, n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op CPU threads in the calling thread, then restore.
+def _one_intra_op_thread(device: torch.device) -> Iterator[None]:
+    """On CPU, run the block with one intra-op thread in the calling thread, then restore.
 
-    Pooling runs on one thread but for its matrix products. The merge rounds are many mid-sized tensor operations. On a CPU shared with other work, each
-    multi-threaded operation can wait a whole scheduler slice for its second thread (measured
-    here: 8 ms for a 40k-element add that takes 6 µs on one thread), which made pooling 20 times
-    slower; on one thread they do not wait. With OpenMP, torch's thread count is per thread, so
-    other threads keep theirs (a thread that starts using torch meanwhile starts with ``n``).
+    Pooling is many mid-sized operations. On a CPU shared with other work, each multi-threaded
+    one can wait a whole scheduler slice for its second thread (measured on a shared 2-core
+    machine: 8 ms for a 40k-element add that takes 6 µs on one thread), which made pooling 20
+    times slower, and even its matrix products ran 2-3 times slower on two threads than on one.
+    With OpenMP, torch's thread count is per thread, so other threads keep theirs (one that
+    starts using torch meanwhile starts with one thread). To use more cores, pool batches from
+    several threads: torch releases the GIL inside its operations.
     """
     before = torch.get_num_threads()
-    if device.type != "cpu" or before == n:
+    if device.type != "cpu" or before == 1:
         yield
         return
-    torch.set_num_threads(n)
+    torch.set_num_threads(1)
     try:
         yield
     finally:
@@ -369,7 +403,8 @@ def _pack(dist: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
 
     Rounding can leave a distance at ``-0.0`` or a hair below 0: its key is that of ``+0.0``.
     """
-    return torch.add(field | _HIGH, dist.view(torch.int32).clamp_min(0), alpha=1 << _SHIFT)
+    bits = dist.view(torch.int32).clamp_min(0).to(torch.int64)
+    return bits.bitwise_left_shift_(_SHIFT).bitwise_or_(field | _HIGH)
 
 
 def _unpack(key: torch.Tensor) -> torch.Tensor:
@@ -408,11 +443,12 @@ def _ward_merges(dist: torch.Tensor, lengths: torch.Tensor, merges: torch.Tensor
     field = cols + 1
     rows = dist.view(n_units * width, width)
     active = cols < lengths[:, None]  # which rows are (still) clusters
+    pen = torch.zeros(n_units, width, device=dev).masked_fill_(~active, inf)  # +inf at non-clusters
     size = active.to(dist.dtype)
     vals, args = dist.min(dim=2)
     no_cluster = int(_pack(vals.new_full((1,), inf), field.new_zeros(1)))
     key = _pack(vals, args + 1).masked_fill_(~active, no_cluster)
-    active_f, size_f, key_f = active.view(-1), size.view(-1), key.view(-1)
+    active_f, pen_f, size_f, key_f = active.view(-1), pen.view(-1), size.view(-1), key.view(-1)
     done = merges == 0
     found: list[tuple[torch.Tensor, ...]] = []  # per round: (window, a, b, height) of its merges
     below = torch.zeros_like(merges)  # per window, merges recorded below its smallest distance
@@ -428,7 +464,8 @@ def _ward_merges(dist: torch.Tensor, lengths: torch.Tensor, merges: torch.Tensor
         h = _unpack(key_f.index_select(0, ia))
         found.append((pu, pa, pb, h))
         # Lance-Williams for Ward on squared distances: each merged pair's row against every old
-        # cluster (+inf stays +inf at every column that is no cluster), then between new ones.
+        # cluster, then between new ones; then +inf at every column that is no cluster. (Columns
+        # of merged-away clusters keep stale values in the matrix: `pen` masks them when read.)
         ab = rows.index_select(0, torch.cat((ia, ib)))
         row_a, row_b = ab[: len(ia)], ab[len(ia) :]
         na, nb = size_f.index_select(0, ia)[:, None], size_f.index_select(0, ib)[:, None]
@@ -437,20 +474,25 @@ def _ward_merges(dist: torch.Tensor, lengths: torch.Tensor, merges: torch.Tensor
         _join_pairs(new, pu, pa, pb, h, na, nb, width)
         size_f.index_copy_(0, ia, (na + nb).view(-1))
         active_f.index_fill_(0, ib, False)
+        pen_f.index_fill_(0, ib, inf)
+        new.add_(pen.index_select(0, pu))
         rows.index_copy_(0, ia, new)
         dist[pu, :, pa] = new
-        dist[pu, :, pb] = inf
         # Nearest clusters: rows whose nearest cluster merged rescan; the others take the smaller
         # of their cached key and their distances to the new clusters.
         merged = torch.zeros_like(active)
         merged.view(-1).index_fill_(0, torch.cat((ia, ib)), True)
         stale = (merged.gather(1, near) & active).view(-1)
         closest = torch.full_like(key, no_cluster).view(torch.float64)
-        closest.scatter_reduce_(0, pu[:, None].expand_as(new), _pack(new, (pa + 1)[:, None]).view(torch.float64), "amin")
+        candidates = _pack(new, (pa + 1)[:, None]).view(torch.float64)
+        closest.scatter_reduce_(0, pu[:, None].expand_as(new), candidates, "amin")
         torch.minimum(key.view(torch.float64), closest, out=key.view(torch.float64))
         key_f.index_fill_(0, ib, no_cluster)
+        stale.index_fill_(0, ia, False)  # the new clusters' rows are `new`
+        key_f.index_copy_(0, ia, _kmin(_pack(new, field), 1))
         redo = stale.nonzero().squeeze(1)
-        key_f.index_copy_(0, redo, _kmin(_pack(rows.index_select(0, redo), field), 1))
+        fresh = rows.index_select(0, redo).add_(pen.index_select(0, redo // width))
+        key_f.index_copy_(0, redo, _kmin(_pack(fresh, field), 1))
         # A window is done once `merges` recorded heights lie below its smallest distance: every
         # later merge is at least that high.
         low = _unpack(_kmin(key, 1))
@@ -479,8 +521,7 @@ def _join_pairs(new, pu, pa, pb, h, na, nb, width) -> None:
     ``new[q]`` holds Lance-Williams of pair ``q`` against the *old* clusters. Against ``P = a_p ∪ b_p``,
     new too, the distance is Lance-Williams once more, of the lower-numbered pair ``s`` of the two
     over the other ``t``'s new row (``new[t, a_s]``, ``new[t, b_s]``): the same float for
-    ``new[q, a_p]`` and ``new[p, a_q]``, so the matrix stays exactly symmetric. ``new[q, b_p]``,
-    no cluster any more, becomes ``+inf``.
+    ``new[q, a_p]`` and ``new[p, a_q]``, so the matrix stays exactly symmetric.
     """
     count = torch.bincount(pu)
     if len(count) == 0 or int(count.max()) < 2:
@@ -497,4 +538,3 @@ def _join_pairs(new, pu, pa, pb, h, na, nb, width) -> None:
     x, y = flat[t * width + pa[s]], flat[t * width + pb[s]]  # D(T, a_s), D(T, b_s)
     n_a, n_b, n_t = na[s], nb[s], na[t] + nb[t]
     flat[q * width + pa[p]] = ((n_a + n_t) * x + (n_b + n_t) * y - n_t * h[s]) / (n_a + n_b + n_t)
-    flat[q * width + pb[p]] = float("inf")

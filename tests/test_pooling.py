@@ -120,7 +120,12 @@ def test_exact_duplicates_merge_first(features):
     assert labels[25] == labels[9] and len(set(labels.tolist())) == 39
     doc[33] = doc[2]
     labels = pool_partitions([doc], [38], features=features).labels[0]
-    assert partition(labels) == {frozenset({9, 25}), frozenset({2, 33})} | {frozenset({i}) for i in range(40) if i not in (2, 9, 25, 33)}
+    singles = {frozenset({i}) for i in range(40) if i not in (2, 9, 25, 33)}
+    assert partition(labels) == {frozenset({9, 25}), frozenset({2, 33})} | singles
+    long = unit_rows(300, 16, seed=12)  # a pair far apart (the Gram is computed in blocks there)
+    long[250] = long[9]
+    labels = pool_partitions([long], [299], features=features).labels[0]
+    assert labels[250] == labels[9]
     # Three copies: the two lowest-numbered merge first (ties go to the lowest indices).
     triple = unit_rows(12, 8, seed=5)
     triple[[4, 7]] = triple[1].clone()
@@ -200,3 +205,28 @@ def test_reexported_from_scoring():
     from m3_rag import scoring
 
     assert scoring.pool_colbert is pool_colbert and scoring.pooled_rows is pooled_rows
+
+
+def test_grouping_and_memory_chunks_change_nothing(monkeypatch):
+    import m3_rag.pooling as pooling
+
+    docs = [unit_rows(n, 16, seed=n) for n in (300, 200, 130, 129, 500, 64, 70, 1100)]
+    targets = [pooled_rows(len(d), 3) for d in docs]
+    whole = pool_partitions(docs, targets)
+    monkeypatch.setattr(pooling, "_MAX_CELLS", 1 << 17)  # one window per group
+    monkeypatch.setattr(pooling, "_MIN_GROUP", 64)
+    split = pool_partitions(docs, targets)
+    for x, y in zip(whole.pooled + whole.labels, split.pooled + split.labels, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_thread_setting_is_restored():
+    before = torch.get_num_threads()
+    pool_colbert([unit_rows(50, 8, seed=2)], [25])
+    assert torch.get_num_threads() == before
+
+
+def test_numpy_integers_are_accepted():
+    assert pooled_rows(np.int64(300), np.int32(2), max_rows=np.int64(100)) == 100
+    out = pool_colbert([unit_rows(30, 8, seed=1).numpy()], [np.int64(10)])
+    assert out[0].shape == (10, 8)

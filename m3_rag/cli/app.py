@@ -308,7 +308,7 @@ app.command("train", help="Fine-tune a model with BGE-M3's unified loss; saves t
 app.command("train-pairs", help="Build title -> text training pairs from a BEIR corpus.")(pairs_command)
 app.command("train-mine", help="Add hard negatives mined by a model to training rows.")(mine_command)
 
-BENCHMARKS = ("encode", "store")
+BENCHMARKS = ("encode", "store", "pooling")
 
 
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
