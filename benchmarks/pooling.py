@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -34,6 +33,9 @@ import torch
 from tqdm.auto import tqdm
 
 from m3_rag.pooling import DEFAULT_WINDOW, pool_colbert, pooled_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encode import build_checkpoint, make_texts  # noqa: E402  (encode.py's text cutter and checkpoint builder)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "scifact"
@@ -68,24 +70,6 @@ def timed(fn, repeats: int, device: str) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def chunk_texts(tokenizer, corpus: list[str], count: int, low: int, high: int, seed: int) -> list[str]:
-    """``count`` texts of ``low``-``high`` tokens (uniform), consecutive pieces of the corpus."""
-    rng = random.Random(seed)
-    stream: list[int] = []
-    for doc in corpus:
-        stream += tokenizer(doc, add_special_tokens=False, verbose=False)["input_ids"]
-        if len(stream) > count * high + high:
-            break
-    texts, pos = [], 0
-    for _ in range(count):
-        n = rng.randint(low, high) - 2
-        if pos + n > len(stream):
-            pos = 0
-        texts.append(tokenizer.decode(stream[pos : pos + n]))
-        pos += n
-    return texts
 
 
 def synthetic(lengths: list[int], dim: int, seed: int) -> list[torch.Tensor]:
@@ -126,18 +110,15 @@ def main(argv: list[str] | None = None) -> dict:
     mini = M3Encoder.from_pretrained("m3-mini", device=dev)
     queries = [json.loads(line)["text"] for line in open(args.data / "queries.jsonl", encoding="utf-8")][: args.queries]
     qvecs = [torch.as_tensor(q, device=dev) for q in mini.encode_queries(queries).colbert]
-    texts = chunk_texts(mini.tokenizer, corpus, args.docs, 64, 512, seed=1)
+    texts = make_texts(mini.tokenizer, corpus, args.docs, 64, 512, seed=1)
     mini.encode_documents(texts[:2])  # warm-up
     t_mini = timed(lambda: mini.encode_documents(texts), args.repeats, dev)
     mini_vecs = [torch.as_tensor(c, device=dev) for c in mini.encode_documents(texts).colbert]
     lengths = [len(v) for v in mini_vecs]
     encoders = {mini.colbert_dim: ("m3-mini", t_mini, mini_vecs)}
     if args.bge_shape:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from encode import build_checkpoint  # the same random BGE-M3-shaped builder as encode.py --small
-
         wide = M3Encoder.from_pretrained(build_checkpoint(args.checkpoint, corpus, small=True), device=dev)
-        wtexts = chunk_texts(wide.tokenizer, corpus, args.docs, 64, 512, seed=1)
+        wtexts = make_texts(wide.tokenizer, corpus, args.docs, 64, 512, seed=1)
         wide.encode_documents(wtexts[:2])
         t_wide = timed(lambda: wide.encode_documents(wtexts), args.repeats, dev)
         encoders[wide.colbert_dim] = ("BGE-M3 width, 2 layers", t_wide,
@@ -173,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{dim:5d} {name:24} {f:2d} {sum(targets):10d} {t * 1e3:8.1f} {per_doc * 1e3:7.2f} {enc} {ms}", flush=True)
 
     # One long document: m3-mini vectors of consecutive chunks (D=384) and a synthetic D=1024 one.
-    stream = chunk_texts(mini.tokenizer, corpus, -(-args.long_tokens // 510), 512, 512, seed=3)
+    stream = make_texts(mini.tokenizer, corpus, -(-args.long_tokens // 510), 512, 512, seed=3)
     parts = mini.encode_documents(stream, show_progress=False).colbert
     long_docs = {
         mini.colbert_dim: torch.as_tensor(np.concatenate(parts)[: args.long_tokens], device=dev),
