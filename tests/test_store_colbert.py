@@ -300,3 +300,38 @@ def test_mode_scores_and_m3_use_the_backend_s_colbert_score_for_every_datatype(t
         assert ms["colbert"] == pytest.approx(colbert[h.id], abs=1e-6)
         expected = (weights[0] * ms["dense"] + weights[1] * ms["sparse"] + weights[2] * ms["colbert"]) / sum(weights)
         assert h.score == pytest.approx(expected, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------- CLI
+def test_the_cli_index_honours_the_colbert_options_and_search_json_keeps_its_shape(tmp_path, tiny_checkpoint, capsys):
+    from m3_rag.cli import run
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("Qdrant Edge runs the engine in-process. " * 30, encoding="utf-8")
+    common = ["--model", str(tiny_checkpoint), "--device", "cpu", "--path", str(tmp_path / "index")]
+    assert run(["index", str(docs), "--no-progress", "--pool-factor", "3", "--colbert-datatype", "turbo4", *common]) == 0
+    settings = json.loads((tmp_path / "index" / "m3" / SETTINGS_FILE).read_text())
+    assert settings == {"colbert_datatype": "turbo4", "colbert_pool_factor": 3}
+    capsys.readouterr()
+    assert run(["search", "Qdrant Edge", "--json", "-k", "2", *common]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out) == ["k", "mode", "query", "results"]
+    assert sorted(out["results"][0]) == ["doc_id", "id", "metadata", "mode_scores", "rank", "score", "source", "text"]
+    # Re-indexing with the recorded settings works; a conflicting one is refused in one line.
+    assert run(["index", str(docs), "--no-progress", *common]) == 0
+    capsys.readouterr()
+    assert run(["index", str(docs), "--no-progress", "--pool-factor", "1", *common]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "colbert_pool_factor=1" in err
+
+
+@pytest.mark.parametrize("bad", [["--pool-factor", "0"], ["--colbert-datatype", "int8"]])
+def test_the_cli_refuses_bad_colbert_options_before_loading_the_model(tmp_path, capsys, bad):
+    from m3_rag.cli import run
+
+    (tmp_path / "a.md").write_text("text", encoding="utf-8")
+    code = run(["index", str(tmp_path / "a.md"), "--model", str(tmp_path / "no-such-model"), "--path", str(tmp_path / "i"), *bad])
+    err = capsys.readouterr().err
+    assert code == 2 and "expected" in err and "no-such-model" not in err
+    assert not (tmp_path / "i").exists()

@@ -94,6 +94,14 @@ def index_command(
         Optional[int],
         typer.Option(help="most bytes read per file (default 64 MiB); a bigger file in a folder is skipped, one named is an error"),
     ] = None,
+    pool_factor: Annotated[
+        Optional[int],
+        typer.Option(help="a new collection's ColBERT pool factor (1: every token; default: the collection's, else 2)"),
+    ] = None,
+    colbert_datatype: Annotated[
+        Optional[str],
+        typer.Option(help="a new collection's ColBERT storage: turbo8 (default), turbo4, float16 or float32"),
+    ] = None,
     progress: ProgressOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -102,6 +110,7 @@ def index_command(
     Only regular files are read: in folders, hidden entries, symlinks, FIFOs/sockets/devices and
     files over --max-file-bytes are skipped and listed in the report."""
     from m3_rag.ingest import DEFAULT_MAX_FILE_BYTES, ChunkConfig, plan_index, run_index
+    from m3_rag.store.schema import DEFAULT_COLBERT, ColbertSettings
 
     try:
         config = ChunkConfig(chunk_tokens, overlap_tokens)
@@ -116,11 +125,15 @@ def index_command(
             raise CliError(f"{name} is {value}; expected a positive int.", EXIT_USAGE)
     if (shards or replicas) and not url:
         raise CliError("--shards/--replicas need a Qdrant server (--url); an Edge folder is one local shard.", EXIT_USAGE)
+    try:  # checked before the model loads, with the store's own rules
+        ColbertSettings(colbert_datatype or DEFAULT_COLBERT.datatype, DEFAULT_COLBERT.pool_factor if pool_factor is None else pool_factor)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise CliError(f"--pool-factor/--colbert-datatype: {exc}", EXIT_USAGE) from exc
     encoder = load_encoder(ModelOptions(model, device, dtype))
     show = _show_progress(progress)
     plan = plan_index(paths, encoder, config, model_key(model), show_progress=show,
                       max_file_bytes=max_file_bytes or DEFAULT_MAX_FILE_BYTES)  # fmt: skip
-    where = StoreOptions(path, url, api_key, collection, shards, replicas)
+    where = StoreOptions(path, url, api_key, collection, shards, replicas, colbert_datatype, pool_factor)
     store = open_store(encoder, where, create=True)
     try:
         report = run_index(store, plan, batch_size=batch_size, show_progress=show)

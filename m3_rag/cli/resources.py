@@ -30,6 +30,8 @@ class StoreOptions:
     collection: str = "m3"
     shard_number: int | None = None  # server only, used when the collection is created
     replication_factor: int | None = None
+    colbert_datatype: str | None = None  # None: the collection's recorded settings, or the defaults
+    colbert_pool_factor: int | None = None
 
     def describe(self) -> str:
         where = self.url if self.url else str(self.path)
@@ -80,13 +82,17 @@ def open_store(encoder: Any, options: StoreOptions, *, create: bool) -> Any:
                 "apply only when it is created (change them in Qdrant, or index into a new --collection).",
                 file=sys.stderr,
             )
-        return M3Store(encoder, client=client, collection=options.collection,
-                       shard_number=options.shard_number, replication_factor=options.replication_factor)  # fmt: skip
+        return M3Store(encoder, client=client, collection=options.collection, shard_number=options.shard_number,
+                       replication_factor=options.replication_factor, **_colbert(options))  # fmt: skip
     if options.shard_number or options.replication_factor:
         raise CliError("--shards/--replicas need a Qdrant server (--url); an Edge folder is one local shard.", EXIT_USAGE)
     if not create:
         require_index(options)
-    return M3Store(encoder, path=options.path, collection=options.collection)
+    return M3Store(encoder, path=options.path, collection=options.collection, **_colbert(options))
+
+
+def _colbert(options: StoreOptions) -> dict[str, Any]:
+    return {"colbert_datatype": options.colbert_datatype, "colbert_pool_factor": options.colbert_pool_factor}
 
 
 def require_index(options: StoreOptions) -> None:
