@@ -1,6 +1,7 @@
 """Is run B better than run A on the same queries? A paired bootstrap of their nDCG@10 difference.
 
-    python scripts/compare_eval.py A.json B.json [--mode all] [--resamples 10000] [--seed 0]
+    python scripts/compare_eval.py A.json B.json [--mode all] [--mode-b MODE] [--resamples 10000] [--seed 0]
+    python scripts/compare_eval.py grid.json grid.json --mode m3@f1-float16 --mode-b m3@f2-turbo8
 
 A.json and B.json are ``m3-rag eval ... --json`` reports of the same split (they carry each
 query's nDCG@10). Prints the mean nDCG@10 of each, the mean difference B - A, its bootstrap
@@ -34,13 +35,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("a", type=Path, help="baseline report (m3-rag eval --json)")
     parser.add_argument("b", type=Path, help="candidate report, same split")
     parser.add_argument("--mode", default="all")
+    parser.add_argument("--mode-b", default=None, help="B's mode, if not --mode (e.g. two grid points of one report)")
     parser.add_argument("--resamples", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     from scipy.stats import bootstrap
 
-    a, b = _per_query(args.a, args.mode), _per_query(args.b, args.mode)
+    mode_b = args.mode_b or args.mode
+    a, b = _per_query(args.a, args.mode), _per_query(args.b, mode_b)
     if set(a) != set(b):
         sys.exit(f"the reports hold different queries ({len(a)} in {args.a}, {len(b)} in {args.b}, "
                  f"{len(set(a) & set(b))} shared); expected the same split. Fix: evaluate both on one split.")  # fmt: skip
@@ -53,7 +56,8 @@ def main(argv: list[str] | None = None) -> None:
         result = bootstrap((diff,), np.mean, n_resamples=args.resamples, confidence_level=0.95,
                            method="BCa", random_state=np.random.default_rng(args.seed))  # fmt: skip
         se, (lo, hi) = result.standard_error, result.confidence_interval
-    print(f"{args.mode} nDCG@10 over {len(ids)} queries: A {score_a.mean():.4f}  "
+    name = args.mode if mode_b == args.mode else f"A {args.mode} / B {mode_b}"
+    print(f"{name} nDCG@10 over {len(ids)} queries: A {score_a.mean():.4f}  "
           f"B {score_b.mean():.4f}  B-A {diff.mean():+.4f}  "
           f"se {se:.4f}  95% [{lo:+.4f}, {hi:+.4f}]")  # fmt: skip
 

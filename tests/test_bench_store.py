@@ -53,7 +53,10 @@ def test_disk_estimate_scales_with_datatype_bytes_and_pool_factor(bench):
     assert bench.estimate_bytes(1000, args, "float32", 1) > 1.9 * f16
     assert bench.estimate_bytes(1000, args, "turbo8", 1) == pytest.approx(f16 / 2, rel=0.02)
     assert bench.estimate_bytes(1000, args, "turbo4", 2) == pytest.approx(f16 / 8, rel=0.05)
-    assert bench.estimate_bytes(1000, args) == bench.estimate_bytes(1000, args, "turbo8", 2)  # the store's defaults
+    from m3_rag.store.schema import DEFAULT_COLBERT
+
+    default = bench.estimate_bytes(1000, args, DEFAULT_COLBERT.datatype, DEFAULT_COLBERT.pool_factor)
+    assert bench.estimate_bytes(1000, args) == default  # the store's defaults
 
 
 def test_ratios_divide_by_the_float16_factor1_run_of_the_same_size(bench):

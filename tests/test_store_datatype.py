@@ -20,10 +20,10 @@ def _edge_datatype(path) -> str:
     return json.loads((path / "m3" / "edge_config.json").read_text())["vectors"]["colbert"]["datatype"]
 
 
-def test_default_is_turbo8_for_a_new_collection_and_bad_datatype_raises():
+def test_default_is_turbo4_for_a_new_collection_and_bad_datatype_raises():
     enc = FakeEncoder()
     assert schema_from_encoder(enc).colbert_datatype is None  # open: the collection's, or the default
-    assert schema_from_encoder(enc).for_new_collection().colbert_datatype == DEFAULT_COLBERT.datatype == "turbo8"
+    assert schema_from_encoder(enc).for_new_collection().colbert_datatype == DEFAULT_COLBERT.datatype == "turbo4"
     with pytest.raises(ValueError, match="colbert_datatype='bfloat16'.*expected one of"):
         StoreSchema(outputs=("dense",), dense_dim=4, colbert_datatype="bfloat16")  # type: ignore[arg-type]
 

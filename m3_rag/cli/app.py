@@ -96,11 +96,11 @@ def index_command(
     ] = None,
     pool_factor: Annotated[
         Optional[int],
-        typer.Option(help="a new collection's ColBERT pool factor (1: every token; default: the collection's, else 2)"),
+        typer.Option(help="a new collection's ColBERT pool factor (1: every token; default: the collection's, else 3)"),
     ] = None,
     colbert_datatype: Annotated[
         Optional[str],
-        typer.Option(help="a new collection's ColBERT storage: turbo8 (default), turbo4, float16 or float32"),
+        typer.Option(help="a new collection's ColBERT storage: turbo4 (default), turbo8, float16 or float32"),
     ] = None,
     progress: ProgressOpt = None,
     as_json: JsonOpt = False,
