@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from typing import Union
 
-from m3_rag.validation import short_repr, unicode_problem
+from m3_rag.validation import check_text, short_repr
 
 __all__ = ["ID_NAMESPACE", "UserId", "PointId", "to_point_id", "check_user_id"]
 
@@ -40,11 +40,8 @@ def check_user_id(user_id: object) -> UserId:
             f"point id {short_repr(user_id)} is a {type(user_id).__name__}; expected a str or a non-negative int. "
             "Fix: pass ids as strings (any string works) or non-negative integers."
         )
-    if isinstance(user_id, str) and (problem := unicode_problem(user_id)) is not None:
-        raise ValueError(
-            f"point id {short_repr(user_id)} has {problem}; expected valid Unicode. "
-            "Fix: clean it first, e.g. s.encode('utf-8', 'replace').decode('utf-8')."
-        )
+    if isinstance(user_id, str):
+        check_text(user_id, f"point id {short_repr(user_id)}")
     if isinstance(user_id, int) and not 0 <= user_id < 2**64:
         raise ValueError(
             f"point id {user_id} is outside Qdrant's unsigned 64-bit range; expected 0 <= id < 2**64. "

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from m3_rag.store.ids import UserId
-from m3_rag.validation import short_repr, unicode_problem
+from m3_rag.validation import check_text, short_repr
 
 __all__ = [
     "TEXT_KEY",
@@ -56,13 +56,13 @@ def build_payload(
         raise TypeError(
             f"text must be a str, found {type(text).__name__} {short_repr(text)}. Fix: pass the chunk text as a string."
         )
-    _check_unicode(text, "the text")
+    check_text(text, "the text")
     if doc_id is not None:
         if not isinstance(doc_id, str):
             raise TypeError(
                 f"doc_id {short_repr(doc_id)} is a {type(doc_id).__name__}; expected a str or None. Fix: pass str(doc_id)."
             )
-        _check_unicode(doc_id, "doc_id")
+        check_text(doc_id, "doc_id")
     return {
         TEXT_KEY: text,
         METADATA_KEY: _json_dict(metadata, "metadata", filterable=True),
@@ -80,14 +80,6 @@ _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _PATH_CHARS = frozenset('.[]"')
 
 
-def _check_unicode(text: str, what: str) -> None:
-    if (problem := unicode_problem(text)) is not None:
-        raise ValueError(
-            f"{what} {short_repr(text)} has {problem}; expected valid Unicode text. "
-            "Fix: clean it first, e.g. s.encode('utf-8', 'replace').decode('utf-8')."
-        )
-
-
 def _check_value(value: Any, where: str, filterable: bool, depth: int = 0) -> None:
     """Raise unless ``value`` reads back from Qdrant's JSON payload exactly as given."""
     if depth > MAX_PAYLOAD_DEPTH:
@@ -99,7 +91,7 @@ def _check_value(value: Any, where: str, filterable: bool, depth: int = 0) -> No
                     f"{where} has the key {short_repr(key)} ({type(key).__name__}); expected str keys "
                     f"(JSON would turn it into {str(key)!r}, which can collide with another key). Fix: use str keys."
                 )
-            _check_unicode(key, f"{where} key")
+            check_text(key, f"{where} key")
             if filterable and (not key or _PATH_CHARS & set(key) or (depth == 0 and key.startswith("$"))):
                 raise ValueError(
                     f"{where} key {key!r} cannot be filtered on: filter keys read '.', '[', ']' and '\"' as "
@@ -111,7 +103,7 @@ def _check_value(value: Any, where: str, filterable: bool, depth: int = 0) -> No
         for i, item in enumerate(value):
             _check_value(item, f"{where}[{i}]", filterable, depth + 1)
     elif isinstance(value, str):
-        _check_unicode(value, where)
+        check_text(value, where)
     elif isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
         raise ValueError(
             f"{where} is the integer {short_repr(value)}, outside Qdrant's signed 64-bit range (it would come "
