@@ -299,6 +299,39 @@ def test_state_cached_encoder_matches_the_encoder_and_reuses_states(tiny_checkpo
     assert sorted((tmp_path / "states").rglob("shard-*.safetensors")) == shards
 
 
+def test_two_state_stores_on_one_folder_keep_each_other_s_shards(tiny_checkpoint, tmp_path):
+    # The query and document stores share a folder when their max lengths match; named by
+    # count, the second store's shard overwrote the first's.
+    from m3_rag.loading import load_backbone, resolve_model
+    from m3_rag.train.states import StateStore
+
+    files = resolve_model(tiny_checkpoint)
+    model, tokenizer = load_backbone(files.backbone_dir, dtype=torch.float32)
+    first, second = (StateStore(tmp_path / "s", files.backbone_dir, 64) for _ in range(2))
+    for store in (first, second):
+        store.get(model, tokenizer, [], show_progress=False)  # both load the (empty) folder first
+    first.get(model, tokenizer, ["a query about fractures"], show_progress=False)
+    second.get(model, tokenizer, ["an abstract about breast cancer"], show_progress=False)
+    first.get(model, tokenizer, ["another query"], show_progress=False)
+    assert len(list((tmp_path / "s").rglob("shard-*.safetensors"))) == 3
+
+    def no_compute(*a, **k):
+        raise AssertionError("a cached text was computed again")
+
+    reader = StateStore(tmp_path / "s", files.backbone_dir, 64)
+    import m3_rag.train.states as states
+
+    texts = ["an abstract about breast cancer", "a query about fractures", "another query"]
+    want = states.compute_states(model, tokenizer, texts, max_length=64, show_progress=False)
+    real, states.compute_states = states.compute_states, no_compute
+    try:
+        got = reader.get(model, tokenizer, texts, show_progress=False)
+    finally:
+        states.compute_states = real
+    assert torch.equal(got.offsets, want.offsets) and torch.equal(got.input_ids, want.input_ids)
+    torch.testing.assert_close(got.states, want.states)
+
+
 def test_subset_loss_is_the_mean_infonce_of_its_modes():
     from m3_rag.train.losses import subset_loss
 

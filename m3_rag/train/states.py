@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,8 +162,10 @@ class StateStore:
             )
             hashes = list(missing)
             self.dir.mkdir(parents=True, exist_ok=True)
-            file = self.dir / f"shard-{len(self._shards):04d}.safetensors"
-            tmp = file.with_suffix(".tmp")
+            # Named by content, not by count: two stores on one folder (the query and document
+            # stores at one max length, or two processes) would otherwise overwrite each other.
+            file = self.dir / f"shard-{hashlib.sha1(json.dumps(hashes).encode()).hexdigest()[:20]}.safetensors"
+            tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp")
             save_file(
                 {"input_ids": new.input_ids, "states": new.states, "offsets": new.offsets},
                 str(tmp),
