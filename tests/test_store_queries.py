@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from m3_rag.store.queries import MIN_DEFAULT_PREFETCH, build_plan
+from m3_rag.store.queries import MIN_DEFAULT_PREFETCH, build_plan, rescore_plans
 from m3_rag.store.schema import StoreSchema
 from test_store_helpers import FakeEncoder
 
@@ -26,10 +26,15 @@ def test_default_prefetch_is_max_of_k_and_the_floor(mode, k, expected):
 
 def test_m3_reranks_the_whole_default_union_and_combines_it_in_the_store():
     plan = build_plan("m3", _query(), SCHEMA, k=4)
-    # one ColBERT rerank over the 10 + 10 candidates, all returned with their dense/sparse vectors
+    # one ColBERT rerank over the 10 + 10 candidates, all returned, no stored vectors fetched
     assert plan.limit == 2 * MIN_DEFAULT_PREFETCH and plan.query.using == "colbert"
     assert [p.limit for p in plan.prefetches] == [MIN_DEFAULT_PREFETCH] * 2
-    assert plan.vectors == ("dense", "sparse") and plan.combine.k == 4
+    assert plan.combine.k == 4 and plan.point_ids is None
+    # then exactly the reranked points, scored by dense (exact) and by sparse
+    dense, sparse = rescore_plans(plan.combine, [7, "a-uuid"])
+    assert (dense.query.using, sparse.query.using) == ("dense", "sparse")
+    assert dense.point_ids == sparse.point_ids == (7, "a-uuid") and dense.limit == sparse.limit == 2
+    assert dense.exact and not dense.prefetches and dense.filter is None
 
 
 def test_explicit_prefetch_wins_and_bad_values_raise():

@@ -34,7 +34,7 @@ from m3_rag.store.ingest import attach_vectors, batched_inputs, max_colbert_rows
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.store.queries import (
     DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, Combine, QueryPlan, VectorQuery, build_plan, check_mode, check_weights,
-    model_weights,
+    model_weights, rescore_plans,
 )  # fmt: skip
 from m3_rag.store.results import SearchResult, StoredPoint
 from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
@@ -154,17 +154,18 @@ def to_search_results(
     ]
 
 
-def combined_hits(hits: Sequence[Hit], combine: Combine, query: M3Output) -> list[Hit]:
-    """``m3``'s last step: each hit scored ``combine.weights · (dense, sparse, ColBERT sum)``
-    from its stored vectors and the backend's MaxSim, the top ``combine.k`` kept (stable)."""
-    if not hits:
-        return []
+def combined_hits(hits: Sequence[Hit], combine: Combine, dense: Sequence[Hit], sparse: Sequence[Hit]) -> list[Hit]:
+    """``m3``'s last step: each hit scored ``combine.weights · (dense, sparse, ColBERT sum)``,
+    ``dense``/``sparse`` being the backend's scores of those hits (:func:`rescore_plans`); the
+    top ``combine.k`` kept (stable). A hit without a dense score was deleted meanwhile: dropped."""
     w_d, w_s, w_c = combine.weights
-    dense = dense_scores(query.dense[0], np.stack([h.vectors[DENSE] for h in hits]))  # type: ignore[index]
-    scored = []
-    for hit, d in zip(hits, dense):
-        sparse = lexical_score(query.sparse[0], hit.vectors[SPARSE]) if SPARSE in hit.vectors else 0.0  # type: ignore[index]
-        scored.append(replace(hit, score=w_d * float(d) + w_s * sparse + w_c * hit.colbert_sum))  # type: ignore[operator]
+    dense_of = {h.point_id: h.score for h in dense}
+    sparse_of = {h.point_id: h.score for h in sparse}
+    scored = [
+        replace(hit, score=w_d * dense_of[hit.point_id] + w_s * sparse_of.get(hit.point_id, 0.0) + w_c * hit.colbert_sum)  # type: ignore[operator]
+        for hit in hits
+        if hit.point_id in dense_of
+    ]
     return sorted(scored, key=lambda h: -h.score)[: combine.k]
 
 
@@ -405,11 +406,13 @@ class StoreOperations(StoreCore):
             weights=self.weights if weights is None else weights,
             filter=as_filter(filter), max_query_tokens=max_tokens,
         )  # fmt: skip
-        hits = await self._io(self.backend.query, plan, True if with_mode_scores else list(plan.vectors))
+        hits = await self._io(self.backend.query, plan, with_mode_scores)
         if isinstance(plan.query, VectorQuery) and plan.query.using == COLBERT:
             hits = [replace(h, colbert_sum=h.score) for h in hits]
-        if plan.combine is not None:
-            hits = combined_hits(hits, plan.combine, query)
+        if plan.combine is not None and hits:
+            dense_plan, sparse_plan = rescore_plans(plan.combine, [h.point_id for h in hits])
+            dense, sparse = await self._io(self.backend.query_batch, (dense_plan, sparse_plan))
+            hits = combined_hits(hits, plan.combine, dense, sparse)
         return to_search_results(hits, plan, query, self.schema, with_mode_scores, max_tokens)
 
     async def get(self, ids: Sequence[UserId], with_vectors: bool = False) -> list[StoredPoint]:

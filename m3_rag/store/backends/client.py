@@ -141,17 +141,35 @@ def _prefetch(p: Prefetch, flt: models.Filter | None) -> models.Prefetch:
     )
 
 
-def _query_kwargs(plan: QueryPlan, with_vectors: bool | list[str]) -> dict[str, Any]:
+def _query_kwargs(
+    plan: QueryPlan, with_vectors: bool | list[str], with_payload: bool = True, local: bool = False
+) -> dict[str, Any]:
     flt = _maybe_filter(plan.filter)
+    if plan.point_ids is not None:
+        only = models.HasIdCondition(has_id=list(plan.point_ids))
+        flt = models.Filter(must=[only] if flt is None else [only, flt])
     return {
         "query": _scoring(plan.query),
         "using": _using(plan.query),
         "prefetch": [_prefetch(p, flt) for p in plan.prefetches] or None,
         "query_filter": flt,
+        # Local mode is exact anyway, and warns on every search that is given search params.
+        "search_params": models.SearchParams(exact=True) if plan.exact and not local else None,
         "limit": plan.limit,
-        "with_payload": True,
+        "with_payload": with_payload,
         "with_vectors": with_vectors,
     }
+
+
+def _batch_requests(plans: Sequence[QueryPlan], local: bool) -> list[models.QueryRequest]:
+    renamed = {"query_filter": "filter", "search_params": "params", "with_vectors": "with_vector"}
+    return [
+        models.QueryRequest(**{renamed.get(k, k): v for k, v in _query_kwargs(p, False, False, local).items()}) for p in plans
+    ]
+
+
+def _batch_hits(responses: Sequence[Any]) -> list[list[Hit]]:
+    return [[_hit(point, False) for point in r.points] for r in responses]
 
 
 def _scroll_kwargs(filter: FilterNode | None, limit: int, offset: PointId | None, with_vectors: bool) -> dict[str, Any]:
@@ -268,14 +286,16 @@ class _Serialised:
 
 
 def _is_local(client: Any) -> bool:
+    from qdrant_client.local.async_qdrant_local import AsyncQdrantLocal
     from qdrant_client.local.qdrant_local import QdrantLocal
 
-    return isinstance(getattr(client, "_client", None), QdrantLocal)
+    return isinstance(getattr(client, "_client", None), (QdrantLocal, AsyncQdrantLocal))
 
 
 class ClientBackend:
     def __init__(self, client: QdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
-        self.client: Any = _Serialised(client) if _is_local(client) else client
+        self._local = _is_local(client)
+        self.client: Any = _Serialised(client) if self._local else client
         self.collection = collection
         self.options = options
 
@@ -297,6 +317,9 @@ class ClientBackend:
     def upsert(self, points: Sequence[PointData]) -> None:
         if points:
             self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
+
+    def query_batch(self, plans: Sequence[QueryPlan]) -> list[list[Hit]]:
+        return _batch_hits(self.client.query_batch_points(self.collection, _batch_requests(plans, self._local)))
 
     def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
         res = self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))
@@ -340,6 +363,7 @@ class AsyncClientBackend:
         self.client = client
         self.collection = collection
         self.options = options
+        self._local = _is_local(client)
 
     async def open(self, schema: StoreSchema) -> StoreSchema:
         if await self.client.collection_exists(self.collection):
@@ -359,6 +383,10 @@ class AsyncClientBackend:
     async def upsert(self, points: Sequence[PointData]) -> None:
         if points:
             await self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
+
+    async def query_batch(self, plans: Sequence[QueryPlan]) -> list[list[Hit]]:
+        requests = _batch_requests(plans, self._local)
+        return _batch_hits(await self.client.query_batch_points(self.collection, requests))
 
     async def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
         res = await self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))

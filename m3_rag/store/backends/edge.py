@@ -257,16 +257,28 @@ class EdgeBackend:
         return [_hit(r, 0.0, with_vectors) for r in records], next_offset
 
     def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
-        flt = _maybe_filter(plan.filter)
-        request = qe.QueryRequest(
-            limit=plan.limit,
-            query=_scoring(plan.query),
-            prefetches=[_prefetch(p, flt) for p in plan.prefetches] or None,
-            filter=flt,
-            with_payload=True,
-            with_vector=with_vectors,
-        )
-        return [_hit(r, r.score, with_vectors) for r in self.shard.query(request)]
+        return [_hit(r, r.score, with_vectors) for r in self.shard.query(_request(plan, with_vectors, True))]
+
+    def query_batch(self, plans: Sequence[QueryPlan]) -> list[list[Hit]]:
+        # One call per plan: the engine is in-process, and its query_batch was slower here
+        # (8.1 vs 3.6 ms for m3's two rescoring queries on 3k points).
+        return [[_hit(r, r.score, False) for r in self.shard.query(_request(p, False, False))] for p in plans]
+
+
+def _request(plan: QueryPlan, with_vectors: bool | list[str], with_payload: bool) -> qe.QueryRequest:
+    flt = _maybe_filter(plan.filter)
+    if plan.point_ids is not None:
+        only = qe.HasIdCondition(set(plan.point_ids))
+        flt = qe.Filter(must=[only] if flt is None else [only, flt])
+    return qe.QueryRequest(
+        limit=plan.limit,
+        query=_scoring(plan.query),
+        prefetches=[_prefetch(p, flt) for p in plan.prefetches] or None,
+        filter=flt,
+        params=qe.SearchParams(exact=True) if plan.exact else None,
+        with_payload=with_payload,
+        with_vector=with_vectors,
+    )
 
 
 # ---------------------------------------------------------------------------------- translation
@@ -397,6 +409,9 @@ class AsyncEdgeBackend:
 
     async def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
         return await self._run(self.sync.query, plan, with_vectors)
+
+    async def query_batch(self, plans: Sequence[QueryPlan]) -> list[list[Hit]]:
+        return await self._run(self.sync.query_batch, plans)
 
     async def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
         return await self._run(self.sync.retrieve, point_ids, with_vectors)
