@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from m3_rag.store.backends.base import AsyncBackend
-from m3_rag.store.core import StoreOperations
+from m3_rag.store.core import StoreCore, StoreOperations
 from m3_rag.types import M3Output, OutputName
 
 __all__ = ["AsyncM3Store"]
@@ -35,6 +35,15 @@ class AsyncM3Store(StoreOperations):
     def _started(self) -> None:
         self._opened = False
         self._open_lock = asyncio.Lock()
+
+    @classmethod
+    def view_of(cls, store: StoreCore, backend: AsyncBackend) -> AsyncM3Store:
+        """An async store over ``store``'s open collection through ``backend`` (see ``M3Store.aio``)."""
+        view = cls.__new__(cls)
+        view.encoder, view.collection, view.weights = store.encoder, store.collection, store.weights
+        view.schema, view.backend = store.schema, backend
+        view._opened, view._open_lock = True, asyncio.Lock()
+        return view
 
     async def open(self) -> AsyncM3Store:
         async with self._open_lock:

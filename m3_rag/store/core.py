@@ -33,8 +33,8 @@ from m3_rag.store.names import check_collection_name
 from m3_rag.store.ingest import attach_vectors, batched_inputs, max_colbert_rows, pool_documents, prepare_rows
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.store.queries import (
-    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, Combine, QueryPlan, VectorQuery, build_plan, check_mode, check_weights,
-    model_weights, rescore_plans,
+    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, Combine, Mode, MmrQuery, QueryPlan, VectorQuery, build_plan, check_mmr,
+    check_mode, check_weights, dense_query, mmr_plan, model_weights, rescore_plans,
 )  # fmt: skip
 from m3_rag.store.results import SearchResult, StoredPoint
 from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
@@ -202,9 +202,11 @@ def make_backend(
     (``AsyncQdrantClient`` and the async backends when ``asynchronous``)."""
     kind = backend_location(path, location, url, client)
     if kind == "path":
-        from m3_rag.store.backends.edge import AsyncEdgeBackend, EdgeBackend
+        from m3_rag.store.backends.base import ThreadedBackend
+        from m3_rag.store.backends.edge import EdgeBackend
 
-        return (AsyncEdgeBackend if asynchronous else EdgeBackend)(path, collection)
+        edge = EdgeBackend(path, collection)
+        return ThreadedBackend(edge) if asynchronous else edge
     from qdrant_client import AsyncQdrantClient, QdrantClient
 
     from m3_rag.store.backends.client import AsyncClientBackend, ClientBackend, ServerOptions
@@ -414,6 +416,85 @@ class StoreOperations(StoreCore):
             dense, sparse = await self._io(self.backend.query_batch, (dense_plan, sparse_plan))
             hits = combined_hits(hits, plan.combine, dense, sparse)
         return to_search_results(hits, plan, query, self.schema, with_mode_scores, max_tokens)
+
+    async def search_by_vector(
+        self, vector: Sequence[float] | np.ndarray, k: int = 10, filter: FilterLike = None
+    ) -> list[SearchResult]:
+        """Dense search with a caller's vector (e.g. LangChain's ``embed_query``): ``dense`` mode;
+        raises unless it has the collection's dense size."""
+        encoded = dense_query(vector, self.schema.dense_dim)
+        return await StoreOperations.search_encoded(self, encoded, "dense", k, filter)
+
+    async def search_mmr(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        mode: Mode = DEFAULT_MODE,
+        filter: FilterLike = None,
+        prefetch_k: int | tuple[int, int] | None = None,
+        weights: Sequence[float] | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[SearchResult]:
+        """Maximal marginal relevance: ``k`` of the ``fetch_k`` best hits of ``mode``, picked for
+        similarity to the query and difference from each other, both by the dense vector (Qdrant's
+        MMR; ``lambda_mult=1``: the dense order of the candidates, 0: diversity only). Hits come
+        in pick order with their dense (cosine) score. The other arguments are :meth:`search`'s."""
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a str, found {type(query).__name__}. Fix: use search_mmr_encoded.")
+        check_mmr(k, fetch_k, lambda_mult)
+        outputs = tuple(dict.fromkeys((DENSE, *MODE_OUTPUTS[check_mode(mode, self.schema)])))
+        encoded = await self._encode("queries", [query], outputs)  # type: ignore[arg-type]
+        args = (k, fetch_k, lambda_mult, mode, filter, prefetch_k, weights, rrf_k)
+        return await StoreOperations.search_mmr_encoded(self, encoded, *args)
+
+    async def search_mmr_by_vector(
+        self,
+        vector: Sequence[float] | np.ndarray,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: FilterLike = None,
+    ) -> list[SearchResult]:
+        """:meth:`search_mmr` over the ``fetch_k`` dense hits of a caller's vector."""
+        encoded = dense_query(vector, self.schema.dense_dim)
+        return await StoreOperations.search_mmr_encoded(self, encoded, k, fetch_k, lambda_mult, "dense", filter)
+
+    async def search_mmr_encoded(
+        self,
+        query: M3Output,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        mode: Mode = DEFAULT_MODE,
+        filter: FilterLike = None,
+        prefetch_k: int | tuple[int, int] | None = None,
+        weights: Sequence[float] | None = None,
+        rrf_k: int = DEFAULT_RRF_K,
+    ) -> list[SearchResult]:
+        """:meth:`search_mmr` with an already encoded query (its dense output and the mode's)."""
+        k, fetch_k, lambda_mult = check_mmr(k, fetch_k, lambda_mult)
+        if query.dense is None:
+            raise ValueError("MMR needs the query's 'dense' output, which the encoded query lacks.")
+        dense = np.asarray(query.dense[0], dtype=np.float32)
+        if check_mode(mode, self.schema) == "m3":
+            # m3 combines in the store, so its candidates reach the MMR query by id.
+            found = await StoreOperations.search_encoded(self, query, "m3", fetch_k, filter, prefetch_k, weights, False, rrf_k)
+            if not found:
+                return []
+            ids = tuple(to_point_id(r.id) for r in found)
+            plan = QueryPlan(limit=k, query=MmrQuery(DENSE, dense, lambda_mult, len(ids)), point_ids=ids)
+        else:
+            max_tokens = max_colbert_rows(self.schema.colbert_dim) if self.schema.colbert_dim else None
+            candidates = build_plan(
+                mode, query, self.schema, k=fetch_k, prefetch_k=prefetch_k, rrf_k=rrf_k,
+                weights=self.weights if weights is None else weights, filter=as_filter(filter),
+                max_query_tokens=max_tokens,
+            )  # fmt: skip
+            plan = mmr_plan(candidates, dense, k=k, lambda_mult=lambda_mult)
+        hits = await self._io(self.backend.query, plan, False)
+        return to_search_results(hits, plan, query, self.schema, False, None)
 
     async def get(self, ids: Sequence[UserId], with_vectors: bool = False) -> list[StoredPoint]:
         """The stored points for ``ids``, in that order; ids not stored are simply absent."""

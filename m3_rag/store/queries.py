@@ -47,6 +47,10 @@ __all__ = [
     "QueryPlan",
     "build_plan",
     "rescore_plans",
+    "MmrQuery",
+    "mmr_plan",
+    "check_mmr",
+    "dense_query",
     "check_mode",
     "check_weights",
     "model_weights",
@@ -76,6 +80,18 @@ class VectorQuery:
     vector: np.ndarray | SparseVector  # dense [H], sparse, or colbert [t, D]
 
 
+@dataclass(frozen=True, eq=False)
+class MmrQuery:
+    """Qdrant's maximal marginal relevance over ``candidates`` points, by the dense vector: each
+    pick maximises ``lambda_mult · sim(query, d) − (1 − lambda_mult) · max sim(d, picked)``
+    (``lambda_mult=1``: plain similarity order). Hits come in pick order, scored by ``sim(query, d)``."""
+
+    using: OutputName
+    vector: np.ndarray
+    lambda_mult: float
+    candidates: int
+
+
 @dataclass(frozen=True)
 class RrfFusion:
     k: int
@@ -84,7 +100,7 @@ class RrfFusion:
 @dataclass(frozen=True, eq=False)
 class Prefetch:
     limit: int
-    query: VectorQuery | None = None
+    query: VectorQuery | RrfFusion | None = None
     prefetches: tuple[Prefetch, ...] = ()
 
 
@@ -103,7 +119,7 @@ class Combine:
 @dataclass(frozen=True, eq=False)
 class QueryPlan:
     limit: int
-    query: Union[VectorQuery, RrfFusion]
+    query: Union[VectorQuery, RrfFusion, MmrQuery]
     prefetches: tuple[Prefetch, ...] = ()
     filter: FilterNode | None = None
     # What to divide the backend's score by to report BGE-M3's scale (ColBERT: n query tokens).
@@ -237,3 +253,52 @@ def _prefetch_sizes(prefetch_k: int | tuple[int, int] | None, k: int) -> tuple[i
     if len(pair) != 2 or not all(isinstance(x, int) and x > 0 for x in pair):
         raise ValueError(f"prefetch_k={prefetch_k!r}; expected a positive int or a (dense, sparse) pair of them.")
     return pair[0], pair[1]
+
+
+def check_mmr(k: Any, fetch_k: Any, lambda_mult: Any) -> tuple[int, int, float]:
+    """MMR's arguments checked: ``0 < k <= fetch_k`` ints, ``lambda_mult`` a number in [0, 1]."""
+    if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+        raise ValueError(f"k={k!r}; expected a positive int.")
+    if not isinstance(fetch_k, int) or isinstance(fetch_k, bool) or fetch_k < k:
+        raise ValueError(
+            f"fetch_k={fetch_k!r}; expected an int >= k={k} (the candidates MMR picks k from). Fix: raise fetch_k."
+        )
+    ok = isinstance(lambda_mult, (int, float)) and not isinstance(lambda_mult, bool)
+    if not ok or not 0.0 <= float(lambda_mult) <= 1.0:
+        raise ValueError(
+            f"lambda_mult={lambda_mult!r}; expected a number in [0, 1] (1: relevance only, 0: diversity only). "
+            "Fix: pass e.g. 0.5."
+        )
+    return k, fetch_k, float(lambda_mult)
+
+
+def mmr_plan(candidates: QueryPlan, dense: np.ndarray, *, k: int, lambda_mult: float) -> QueryPlan:
+    """MMR over the points ``candidates`` finds, in the same round trip: its plan becomes the
+    prefetch of an :class:`MmrQuery` by ``dense`` (the query's dense vector).
+
+    ``candidates`` must be a one-round-trip plan (not ``m3``, which combines in the store: MMR
+    then runs over its hits by id, ``point_ids``)."""
+    if candidates.combine is not None:
+        raise ValueError("mmr_plan() takes a one-round-trip plan; m3's candidates are passed as point_ids.")
+    mmr = MmrQuery(DENSE, np.asarray(dense, dtype=np.float32), lambda_mult, candidates.limit)
+    inner = Prefetch(candidates.limit, candidates.query, candidates.prefetches)  # type: ignore[arg-type]
+    return QueryPlan(limit=k, query=mmr, prefetches=(inner,), filter=candidates.filter)
+
+
+def dense_query(vector: Any, dim: int) -> M3Output:
+    """A caller's dense vector (a list of floats or a 1-d array) as an encoded query of the dense
+    output only; raises unless it is ``dim`` finite numbers."""
+    try:
+        v = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError):
+        v = np.zeros(0, dtype=np.float32)
+    if v.ndim != 1 or v.shape[0] != dim or isinstance(vector, (str, bytes)):
+        shape = getattr(v, "shape", None)
+        raise ValueError(
+            f"the query vector has shape {shape} ({type(vector).__name__}); expected {dim} numbers, the "
+            "collection's dense size. Fix: pass the embedding of the same model (e.g. embed_query(text))."
+        )
+    if not np.isfinite(v).all():
+        raise ValueError("the query vector contains NaN or inf; expected finite numbers.")
+    return M3Output(dense=v[None, :], sparse=None, colbert=None, token_counts=np.zeros(1, np.int64),
+                    truncated=np.zeros(1, dtype=bool))  # fmt: skip

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from m3_rag.store.backends.base import Backend
+from m3_rag.store.async_store import AsyncM3Store
+from m3_rag.store.backends.base import Backend, ThreadedBackend
 from m3_rag.store.core import DEFAULT_COLLECTION, StoreCore, StoreOperations, blocking
 from m3_rag.types import M3Output, OutputName
 
@@ -36,6 +37,16 @@ class M3Store(StoreCore):
 
     def _started(self) -> None:
         self.schema = self.backend.open(self.schema)
+        self._aio: AsyncM3Store | None = None
+
+    def aio(self) -> AsyncM3Store:
+        """This open store as an :class:`AsyncM3Store`: the same collection, backend and
+        settings, every call on one worker thread (the engine's calls block), so adapters and
+        async code share a store that one process has opened (an Edge path opens once).
+        The view needs no closing; :meth:`close` stops it with the store."""
+        if self._aio is None:
+            self._aio = AsyncM3Store.view_of(self, ThreadedBackend(self.backend, owns=False))
+        return self._aio
 
     async def _io(self, call: Callable[..., Any], *args: Any) -> Any:
         return call(*args)  # a sync call: the operation never suspends (see core.blocking)
@@ -52,6 +63,10 @@ class M3Store(StoreCore):
     # reads
     search = blocking(StoreOperations.search)
     search_encoded = blocking(StoreOperations.search_encoded)
+    search_by_vector = blocking(StoreOperations.search_by_vector)
+    search_mmr = blocking(StoreOperations.search_mmr)
+    search_mmr_encoded = blocking(StoreOperations.search_mmr_encoded)
+    search_mmr_by_vector = blocking(StoreOperations.search_mmr_by_vector)
     get = blocking(StoreOperations.get)
     scroll = blocking(StoreOperations.scroll)
     count = blocking(StoreOperations.count)
@@ -63,6 +78,8 @@ class M3Store(StoreCore):
     optimize = blocking(StoreOperations.optimize)
 
     def close(self) -> None:
+        if self._aio is not None:
+            self._aio.backend.shutdown(wait=True)  # type: ignore[attr-defined]
         self.backend.close()
 
     def __enter__(self) -> M3Store:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -12,7 +14,8 @@ from m3_rag.store.ingest import PointData
 from m3_rag.store.queries import QueryPlan
 from m3_rag.store.schema import StoreSchema
 
-__all__ = ["Hit", "Backend", "AsyncBackend", "StoreLockedError", "StorageFullError", "refuse_vacuous_filter"]
+__all__ = ["Hit", "Backend", "AsyncBackend", "StoreLockedError", "StorageFullError", "ThreadedBackend",
+           "refuse_vacuous_filter"]
 
 
 class StoreLockedError(RuntimeError):
@@ -102,3 +105,36 @@ class AsyncBackend(Protocol):
     async def clear(self) -> None: ...
     async def optimize(self) -> None: ...
     async def close(self) -> None: ...
+
+
+class ThreadedBackend:
+    """An :class:`AsyncBackend` over a sync :class:`Backend`: each call runs on one worker thread.
+
+    For the in-process engine (Edge), whose calls block: one thread keeps them in call order, as
+    from a sync caller, while the event loop runs on. ``owns=False`` (an async view of a store
+    that stays open, :meth:`M3Store.aio`): :meth:`close` stops the thread only."""
+
+    def __init__(self, sync: Backend, *, owns: bool = True) -> None:
+        self.sync = sync
+        self._owns = owns
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3-store")
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self.sync, name)
+        if name.startswith("_") or not callable(call):
+            raise AttributeError(name)
+
+        async def on_worker(*args: Any) -> Any:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call, *args)
+
+        return on_worker
+
+    async def close(self) -> None:
+        try:
+            if self._owns:
+                await self.__getattr__("close")()
+        finally:
+            self.shutdown(wait=False)
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait)

@@ -21,7 +21,7 @@ from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, numeric_bo
 from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
 from m3_rag.store.payload import DOC_ID_KEY
-from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery
+from m3_rag.store.queries import MmrQuery, Prefetch, QueryPlan, RrfFusion, VectorQuery
 from m3_rag.store.schema import (
     COLBERT, DENSE, LEGACY_POOL_FACTOR, SPARSE, ColbertSettings, SchemaMismatchError, StoreSchema, VectorSpec, check_schema,
 )  # fmt: skip
@@ -123,11 +123,14 @@ def _scoring(query: Any) -> Any:
         return _vector(query)
     if isinstance(query, RrfFusion):
         return models.RrfQuery(rrf=models.Rrf(k=query.k))
+    if isinstance(query, MmrQuery):
+        mmr = models.Mmr(diversity=1.0 - query.lambda_mult, candidates_limit=query.candidates)
+        return models.NearestQuery(nearest=query.vector.tolist(), mmr=mmr)
     raise TypeError(f"unsupported query {query!r}")
 
 
 def _using(query: Any) -> str | None:
-    return query.using if isinstance(query, VectorQuery) else None
+    return query.using if isinstance(query, (VectorQuery, MmrQuery)) else None
 
 
 def _prefetch(p: Prefetch, flt: models.Filter | None) -> models.Prefetch:

@@ -8,7 +8,6 @@ upsert durable. The WAL is locked, so a second opener of the same path gets
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import errno
 import json
@@ -16,7 +15,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +27,13 @@ from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
 from m3_rag.store.names import edge_collection_dir
 from m3_rag.store.payload import DOC_ID_KEY
-from m3_rag.store.queries import Prefetch, QueryPlan, RrfFusion, VectorQuery
+from m3_rag.store.queries import MmrQuery, Prefetch, QueryPlan, RrfFusion, VectorQuery
 from m3_rag.store.schema import (
     COLBERT, DENSE, LEGACY_POOL_FACTOR, SPARSE, ColbertSettings, SchemaMismatchError, StoreSchema, VectorSpec, check_schema,
 )  # fmt: skip
 from m3_rag.types import SparseVector
 
-__all__ = ["EdgeBackend", "AsyncEdgeBackend", "edge_config", "to_edge_filter", "DISK_MARGIN_BYTES", "SETTINGS_FILE"]
+__all__ = ["EdgeBackend", "edge_config", "to_edge_filter", "DISK_MARGIN_BYTES", "SETTINGS_FILE"]
 
 # Edge persists its config here (qdrant-edge-py 0.9.0); we read it to validate before loading.
 _CONFIG_FILE = "edge_config.json"
@@ -302,6 +300,8 @@ def _scoring(query: Any) -> Any:
         return qe.Query.Nearest(_vector(query), using=query.using)
     if isinstance(query, RrfFusion):
         return qe.Fusion.Rrf(k=query.k)
+    if isinstance(query, MmrQuery):
+        return qe.Mmr(query.vector.tolist(), query.lambda_mult, query.candidates, using=query.using)
     raise TypeError(f"unsupported query {query!r}")
 
 
@@ -387,57 +387,3 @@ def _edge_field(c: Condition) -> Any:
         inner = qe.IsEmptyCondition(key)
         return inner if v else qe.Filter(must_not=[inner])
     raise ValueError(f"unknown filter operator {op!r}")  # unreachable: Condition validates
-
-
-class AsyncEdgeBackend:
-    """The Edge backend for async callers: each call runs on one worker thread (the engine is
-    in-process and its calls block), so the event loop keeps running meanwhile."""
-
-    def __init__(self, path: str | Path, collection: str) -> None:
-        self.sync = EdgeBackend(path, collection)
-        # One thread: the shard sees calls in order, as from a sync caller.
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3-edge")
-
-    async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-
-    async def open(self, schema: StoreSchema) -> StoreSchema:
-        return await self._run(self.sync.open, schema)
-
-    async def upsert(self, points: Sequence[PointData]) -> None:
-        await self._run(self.sync.upsert, points)
-
-    async def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
-        return await self._run(self.sync.query, plan, with_vectors)
-
-    async def query_batch(self, plans: Sequence[QueryPlan]) -> list[list[Hit]]:
-        return await self._run(self.sync.query_batch, plans)
-
-    async def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
-        return await self._run(self.sync.retrieve, point_ids, with_vectors)
-
-    async def scroll(
-        self, filter: FilterNode | None, limit: int, offset: PointId | None = None, with_vectors: bool = False
-    ) -> tuple[list[Hit], PointId | None]:
-        return await self._run(self.sync.scroll, filter, limit, offset, with_vectors)
-
-    async def delete(self, point_ids: Sequence[PointId]) -> None:
-        await self._run(self.sync.delete, point_ids)
-
-    async def delete_where(self, filter: FilterNode) -> None:
-        await self._run(self.sync.delete_where, filter)
-
-    async def count(self, filter: FilterNode | None = None) -> int:
-        return await self._run(self.sync.count, filter)
-
-    async def clear(self) -> None:
-        await self._run(self.sync.clear)
-
-    async def optimize(self) -> None:
-        await self._run(self.sync.optimize)
-
-    async def close(self) -> None:
-        try:
-            await self._run(self.sync.close)
-        finally:
-            self._pool.shutdown(wait=False)
