@@ -196,8 +196,8 @@ def test_alpha_is_refused_where_it_does_not_apply(ro_index) -> None:
 
 
 def test_unsupported_query_mode_is_refused(ro_index) -> None:
-    with pytest.raises(ValueError, match="'mmr' is not supported"):
-        ro_index.as_retriever(vector_store_query_mode="mmr").retrieve(TEXTS[0])
+    with pytest.raises(ValueError, match="'svm' is not supported.*Fix: use 'default'"):
+        ro_index.as_retriever(vector_store_query_mode="svm").retrieve(TEXTS[0])
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -449,6 +449,10 @@ async def _exercise_async(store: M3VectorStore) -> None:
         assert doc_of(hits[0]) == 3
     result = await store.aquery(VectorStoreQuery(query_str=TEXTS[1], mode="sparse", similarity_top_k=1))
     assert result.nodes[0].ref_doc_id == "doc-1" and result.ids == [result.nodes[0].node_id]
+    for mode in ("text_search", "mmr"):
+        query = VectorStoreQuery(query_str=TEXTS[6], mode=mode, similarity_top_k=3)
+        result = await store.aquery(query, mmr_threshold=0.3)
+        assert result.nodes[0].ref_doc_id == "doc-6" and len(result.ids) >= 1, mode
     got = await store.aget_nodes(node_ids=ids[:2])
     assert [n.node_id for n in got] == ids[:2]
     await store.adelete("doc-0")
@@ -470,7 +474,7 @@ async def _exercise_async(store: M3VectorStore) -> None:
 
 async def test_async_methods_on_in_process_engines(tiny_encoder, backend, tmp_path) -> None:
     store = open_store(tiny_encoder, backend, tmp_path)
-    assert store.aclient is None  # Edge / local mode: the one engine, on a worker thread
+    assert store.aclient is store.client.aio()  # Edge / local mode: the one engine, on a worker thread
     await _exercise_async(store)
     store.close()
 

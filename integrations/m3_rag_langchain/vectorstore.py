@@ -7,13 +7,11 @@ LangChain's calls and ``Document`` objects onto it.
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
-from langchain_core.runnables.config import run_in_executor
 from langchain_core.vectorstores import VectorStore
 
 from m3_rag.store import AsyncM3Store, M3Store, SearchResult
@@ -30,6 +28,7 @@ __all__ = ["M3VectorStore", "BOUNDED_MODES"]
 # others (sparse dot products, RRF, the m3 weighted sum with its sparse part) are unbounded.
 BOUNDED_MODES = ("dense", "hybrid+rerank")
 _SEARCH_OPTIONS = ("filter", "mode", "prefetch_k", "weights")
+_VECTOR_OPTIONS = ("filter", "mode")  # a caller's vector runs dense mode only
 
 
 def encoder_for(embedding: Embeddings, dense_dim: int | None = None) -> Any:
@@ -63,9 +62,14 @@ class M3VectorStore(VectorStore):
 
     Backends (one of): ``path=`` (Qdrant Edge, embedded, on disk), ``location=":memory:"``
     (qdrant-client local mode) or ``url=`` (a Qdrant server; the async methods then use
-    ``AsyncQdrantClient`` natively). The in-process backends run async calls in a worker thread,
-    as they are CPU-bound and one process owns their data. ``store=`` wraps an existing
-    :class:`~m3_rag.store.M3Store` instead (e.g. one shared with the LlamaIndex adapter).
+    ``AsyncQdrantClient`` natively). Otherwise the async methods run on the store's async view,
+    :meth:`M3Store.aio` (one worker thread: the in-process engines block, and one process owns
+    their data). ``store=`` wraps an existing :class:`~m3_rag.store.M3Store` instead (e.g. one
+    shared with the LlamaIndex adapter); ``async_store=`` gives the async methods their own.
+
+    Maximal marginal relevance (``max_marginal_relevance_search``, ``as_retriever(search_type="mmr")``)
+    runs in Qdrant: ``k`` of the ``fetch_k`` best hits of ``mode``, picked by the dense vector.
+    The ``*_by_vector`` methods take a dense vector (e.g. ``embed_query``'s) and run ``dense`` mode.
 
     Returned documents carry exactly the metadata that was added, and ``Document.id``.
     ``filter=`` takes a Mongo-style dict (``{"year": {"$gte": 2020}}``) or an
@@ -116,10 +120,10 @@ class M3VectorStore(VectorStore):
             if async_store is None and url is not None:
                 async_store = AsyncM3Store(encoder, collection=collection, **connection, **store_options)
         self._store = store
-        self._async_store = async_store
-        # In-process engines (Edge, local mode) get their async calls on one worker thread:
-        # calls stay serialised as on the sync API, and the event loop never blocks.
-        self._worker: ThreadPoolExecutor | None = None
+        # The async methods' store: a native one (url=), else the sync store's view, whose
+        # calls run on one worker thread, serialised as on the sync API.
+        self._native_aio = async_store is not None
+        self._aio: AsyncM3Store = store.aio() if async_store is None else async_store
         self.weights = weights
         self.prefetch_k = prefetch_k
 
@@ -178,8 +182,8 @@ class M3VectorStore(VectorStore):
     ) -> list[str]:
         _no_extra(kwargs, "aadd_texts")
         texts, metadatas, ids = _rows(texts, metadatas, ids)
-        await self._arun(
-            "add_texts", texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
+        await self._aio.add_texts(
+            texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
         )
         return ids
 
@@ -199,7 +203,7 @@ class M3VectorStore(VectorStore):
 
     async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool:
         _no_extra(kwargs, "adelete")
-        await self._arun("delete", _ids_to_delete(ids))
+        await self._aio.delete(_ids_to_delete(ids))
         return True
 
     def clear(self) -> None:
@@ -207,14 +211,14 @@ class M3VectorStore(VectorStore):
         self._store.clear()
 
     async def aclear(self) -> None:
-        await self._arun("clear")
+        await self._aio.clear()
 
     # ------------------------------------------------------------------------------- read
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
         return [_point_document(p) for p in self._store.get(as_list(ids, "ids", "ids"))]
 
     async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return [_point_document(p) for p in await self._arun("get", as_list(ids, "ids", "ids"))]
+        return [_point_document(p) for p in await self._aio.get(as_list(ids, "ids", "ids"))]
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
@@ -227,14 +231,61 @@ class M3VectorStore(VectorStore):
 
         Keyword options: ``mode``, ``filter``, ``prefetch_k``, ``weights`` (default: the store's).
         """
-        hits = self._store.search(query, k=k, **self._search_options(kwargs))
-        return [(_hit_document(h), h.score) for h in hits]
+        return _scored(self._store.search(query, k=k, **self._search_options(kwargs)))
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        hits = await self._arun("search", query, k=k, **self._search_options(kwargs))
-        return [(_hit_document(h), h.score) for h in hits]
+        return _scored(await self._aio.search(query, k=k, **self._search_options(kwargs)))
+
+    def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
+        """Top ``k`` documents by the dense cosine to ``embedding``; options ``filter`` (and ``mode="dense"``)."""
+        return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
+
+    async def asimilarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
+        return [doc for doc, _ in await self.asimilarity_search_with_score_by_vector(embedding, k, **kwargs)]
+
+    def similarity_search_with_score_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        hits = self._store.search_by_vector(embedding, k=k, **self._vector_options(kwargs, "similarity_search"))
+        return _scored(hits)
+
+    async def asimilarity_search_with_score_by_vector(
+        self, embedding: list[float], k: int = 4, **kwargs: Any
+    ) -> list[tuple[Document, float]]:
+        hits = await self._aio.search_by_vector(embedding, k=k, **self._vector_options(kwargs, "similarity_search"))
+        return _scored(hits)
+
+    def max_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        """``k`` documents of the ``fetch_k`` best hits of ``mode``, picked for relevance and
+        diversity by the dense vector (``lambda_mult``: 1 relevance only, 0 diversity only).
+
+        Keyword options as :meth:`similarity_search_with_score`'s; documents come in pick order.
+        """
+        mmr = {"k": k, "fetch_k": fetch_k, "lambda_mult": lambda_mult}
+        return _documents(self._store.search_mmr(query, **mmr, **self._search_options(kwargs)))
+
+    async def amax_marginal_relevance_search(
+        self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        mmr = {"k": k, "fetch_k": fetch_k, "lambda_mult": lambda_mult}
+        return _documents(await self._aio.search_mmr(query, **mmr, **self._search_options(kwargs)))
+
+    def max_marginal_relevance_search_by_vector(
+        self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        """MMR over the ``fetch_k`` dense hits of ``embedding``; option ``filter`` (and ``mode="dense"``)."""
+        options = self._vector_options(kwargs, "max_marginal_relevance_search")
+        return _documents(self._store.search_mmr_by_vector(embedding, k, fetch_k, lambda_mult, **options))
+
+    async def amax_marginal_relevance_search_by_vector(
+        self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
+    ) -> list[Document]:
+        options = self._vector_options(kwargs, "max_marginal_relevance_search")
+        return _documents(await self._aio.search_mmr_by_vector(embedding, k, fetch_k, lambda_mult, **options))
 
     def _similarity_search_with_relevance_scores(
         self, query: str, k: int = 4, **kwargs: Any
@@ -286,6 +337,22 @@ class M3VectorStore(VectorStore):
         if weights is not None:
             options["weights"] = weights
         return options
+
+    def _vector_options(self, kwargs: dict[str, Any], text_method: str) -> dict[str, Any]:
+        """The options of a search by a caller's vector: ``filter``, and ``mode`` only as ``"dense"``."""
+        unknown = sorted(set(kwargs) - set(_VECTOR_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {unknown} for a search by vector; expected any of {_VECTOR_OPTIONS}. "
+                f"Fix: pass only these, or call {text_method}(query, ...) with the text for the other options."
+            )
+        mode = kwargs.get("mode")
+        if mode is not None and self._mode(mode) != "dense":
+            raise ValueError(
+                f"mode={mode!r} was given with a vector; a dense vector can only run mode 'dense'. "
+                f"Fix: drop mode, or call {text_method}(query, mode={mode!r}) with the query text."
+            )
+        return {"filter": kwargs.get("filter")}
 
     # ------------------------------------------------------------------------ constructors
     @classmethod
@@ -340,24 +407,16 @@ class M3VectorStore(VectorStore):
         return await super().afrom_documents(as_list(documents, "documents", "Documents"), embedding, **kwargs)
 
     def close(self) -> None:
-        """Close the store (a native async store needs :meth:`aclose`)."""
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
-            self._worker = None
+        """Close the store and its async view (a native async store needs :meth:`aclose`)."""
         self._store.close()
 
     async def aclose(self) -> None:
-        if self._async_store is not None:
-            await self._async_store.close()
-        self.close()
-
-    async def _arun(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A store call on the native async client (server), else on the worker thread (in-process engines)."""
-        if self._async_store is not None:
-            return await getattr(self._async_store, method)(*args, **kwargs)
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3-langchain")
-        return await run_in_executor(self._worker, getattr(self._store, method), *args, **kwargs)
+        """Close the native async store, if any, then the store."""
+        try:
+            if self._native_aio:
+                await self._aio.close()
+        finally:
+            self.close()
 
 
 def _rows(
@@ -396,6 +455,14 @@ def _document(id_: Any, text: str, metadata: dict[str, Any]) -> Document:
 
 def _hit_document(hit: SearchResult) -> Document:
     return _document(hit.id, hit.text, hit.metadata)
+
+
+def _documents(hits: list[SearchResult]) -> list[Document]:
+    return [_hit_document(h) for h in hits]
+
+
+def _scored(hits: list[SearchResult]) -> list[tuple[Document, float]]:
+    return [(_hit_document(h), h.score) for h in hits]
 
 
 def _point_document(point: Any) -> Document:

@@ -2,11 +2,17 @@
 
 ``VectorStoreIndex.as_retriever`` only knows LlamaIndex's three modes; this retriever exposes
 the store's own (``dense``, ``sparse``, ``hybrid`` (RRF), ``hybrid+rerank`` (default),
-``m3``) and lets one call override the mode, ``k`` or filters::
+``m3``) and lets one call override the mode, ``k``, filters or MMR's ``lambda_mult``::
 
     retriever = M3Retriever(vector_store, k=5)
     retriever.retrieve("query")                       # hybrid+rerank
     retriever.retrieve("query", mode="sparse", k=20)  # this call only
+    retriever.retrieve("query", lambda_mult=0.3)      # MMR over the 20 best hybrid+rerank hits
+
+With ``lambda_mult`` (here or per call) the retriever runs the core store's maximal marginal
+relevance (``search_mmr``): ``k`` of the ``fetch_k`` (default 4 x ``k``, LlamaIndex's factor)
+best hits of ``mode``, picked by the dense vector for relevance (weight ``lambda_mult``; 1: the
+dense order of the candidates) and difference from each other, scored by dense cosine.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
 from llama_index.core.vector_stores.types import MetadataFilters
 
-from m3_rag.store.queries import MODES, Mode, check_mode
+from m3_rag.store.queries import MODES, Mode, check_mmr, check_mode
 from m3_rag_llamaindex.filters import to_core_filter
 from m3_rag_llamaindex.nodes import record_to_node
-from m3_rag_llamaindex.vector_store import M3VectorStore
+from m3_rag_llamaindex.vector_store import DEFAULT_MMR_PREFETCH_FACTOR, M3VectorStore
 
 __all__ = ["M3Retriever", "SearchMode", "SEARCH_MODES"]
 
@@ -39,6 +45,7 @@ class _CallOptions:
     mode: str | None = None
     k: int | None = None
     filters: MetadataFilters | None = None
+    lambda_mult: float | None = None
 
 
 # Per-call overrides travel in a context variable: BaseRetriever.retrieve() takes only the
@@ -58,25 +65,37 @@ class M3Retriever(BaseRetriever):
         prefetch_k: int | None = None,
         weights: tuple[float, float, float] | None = None,
         filters: MetadataFilters | None = None,
+        lambda_mult: float | None = None,
+        fetch_k: int | None = None,
         **kwargs: Any,
     ) -> None:
-        check_mode(mode, vector_store._core().schema)
+        """``lambda_mult`` (None: plain ranking) and ``fetch_k`` (None: 4 x ``k``): MMR's."""
+        check_mode(mode, vector_store.core_store.schema)
         if k < 1:
             raise ValueError(f"k is {k}; expected at least 1")
+        if lambda_mult is not None:
+            check_mmr(k, _fetch_k(k, fetch_k), lambda_mult)
+        elif fetch_k is not None:
+            raise ValueError(
+                f"fetch_k={fetch_k} is MMR's candidate count, but lambda_mult is None. Fix: pass lambda_mult too."
+            )
         self._vector_store = vector_store
         self._mode = mode
         self._k = k
         self._prefetch_k = prefetch_k
         self._weights = weights
         self._filters = filters
+        self._lambda_mult = lambda_mult
+        self._fetch_k = fetch_k
         super().__init__(**kwargs)
 
     def retrieve(  # type: ignore[override]
         self, str_or_query_bundle: QueryType, *, mode: SearchMode | None = None, k: int | None = None,
-        filters: MetadataFilters | None = None,
+        filters: MetadataFilters | None = None, lambda_mult: float | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip
-        """Retrieve; ``mode``, ``k`` and ``filters`` override the retriever's for this call."""
-        token = _CALL.set(_CallOptions(mode, k, filters))
+        """Retrieve; ``mode``, ``k``, ``filters`` and ``lambda_mult`` (MMR) override the
+        retriever's for this call."""
+        token = _CALL.set(_CallOptions(mode, k, filters, lambda_mult))
         try:
             return super().retrieve(str_or_query_bundle)
         finally:
@@ -84,42 +103,49 @@ class M3Retriever(BaseRetriever):
 
     async def aretrieve(  # type: ignore[override]
         self, str_or_query_bundle: QueryType, *, mode: SearchMode | None = None, k: int | None = None,
-        filters: MetadataFilters | None = None,
+        filters: MetadataFilters | None = None, lambda_mult: float | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip
-        token = _CALL.set(_CallOptions(mode, k, filters))
+        token = _CALL.set(_CallOptions(mode, k, filters, lambda_mult))
         try:
             return await super().aretrieve(str_or_query_bundle)
         finally:
             _CALL.reset(token)
 
-    def _search_kwargs(self, query_bundle: QueryBundle) -> dict[str, Any]:
+    def _search_call(self) -> tuple[str, dict[str, Any]]:
+        """The core search of this call: a method of ``M3Store`` / ``AsyncM3Store`` that takes
+        the encoded query, and its keyword arguments."""
         call = _CALL.get()
         # None means "the retriever's"; "" or 0 are values, and the core refuses them.
-        mode = self._mode if call.mode is None else check_mode(call.mode, self._vector_store._core().schema)
+        mode = self._mode if call.mode is None else check_mode(call.mode, self._vector_store.core_store.schema)
         k = self._k if call.k is None else call.k
         flt = to_core_filter(call.filters if call.filters is not None else self._filters)
         kwargs: dict[str, Any] = {"mode": mode, "k": k, "filter": flt, "prefetch_k": self._prefetch_k}
         if self._weights is not None:
             kwargs["weights"] = self._weights
-        return kwargs
+        lambda_mult = self._lambda_mult if call.lambda_mult is None else call.lambda_mult
+        if lambda_mult is None:
+            return "search_encoded", kwargs
+        return "search_mmr_encoded", {**kwargs, "fetch_k": _fetch_k(k, self._fetch_k), "lambda_mult": lambda_mult}
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return self._search(query_bundle.query_str, self._search_kwargs(query_bundle))
+        method, kwargs = self._search_call()
+        encoded = self._vector_store.encoder.encode_queries([query_bundle.query_str])
+        return [_to_node(h) for h in getattr(self._vector_store.client, method)(encoded, **kwargs)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        # Read the per-call options here, in the caller's context: a worker thread has none.
-        kwargs = self._search_kwargs(query_bundle)
-        astore = self._vector_store.aclient
-        if astore is None:  # an in-process engine: the sync search on the store's worker thread
-            return await self._vector_store._in_worker(self._search, query_bundle.query_str, kwargs)
+        method, kwargs = self._search_call()
+        # Encoding is CPU/GPU-bound (normally a cache hit): off the event loop.
         encoded = await asyncio.to_thread(self._vector_store.encoder.encode_queries, [query_bundle.query_str])
-        hits = await astore.search_encoded(encoded, **kwargs)
+        hits = await getattr(self._vector_store.aclient, method)(encoded, **kwargs)
         return [_to_node(h) for h in hits]
 
-    def _search(self, query: str, kwargs: dict[str, Any]) -> list[NodeWithScore]:
-        encoded = self._vector_store.encoder.encode_queries([query])
-        hits = self._vector_store.client.search_encoded(encoded, **kwargs)
-        return [_to_node(h) for h in hits]
+
+def _fetch_k(k: Any, fetch_k: int | None) -> Any:
+    """MMR's candidate count: the given one, else LlamaIndex's default factor x ``k`` (a bad
+    ``k`` is passed on for the core store to refuse)."""
+    if fetch_k is not None or not isinstance(k, int):
+        return fetch_k if fetch_k is not None else k
+    return max(k, int(k * DEFAULT_MMR_PREFETCH_FACTOR))
 
 
 def _to_node(hit: Any) -> NodeWithScore:

@@ -7,17 +7,26 @@ search modes; storage and search are the core store's.
 Query modes (``similarity_top_k`` = k1, ``sparse_top_k`` = k2, ``hybrid_top_k`` = k3):
 
 - DEFAULT: core ``dense``, k1 results (the retriever's query embedding is used as is).
-- SPARSE: core ``sparse`` (BGE-M3 lexical weights), k2 or k1 results.
+- SPARSE, TEXT_SEARCH: core ``sparse`` (BGE-M3 lexical weights), k2 or k1 results; they need
+  the query text.
 - HYBRID: core ``hybrid_mode`` (default ``hybrid+rerank``: dense + sparse prefetch, ColBERT
   MaxSim over the union). With k1 only, k1 results over the core's default prefetch; with
   k2 or k3 given, LlamaIndex's definition: k1 dense and k2 (or k1) sparse candidates, k3 (or
   k1) results.
+- MMR: core ``search_mmr`` (Qdrant's maximal marginal relevance by the dense vector), k1 of
+  the ``fetch_k`` best dense hits, in pick order with their dense (cosine) score. As in
+  LlamaIndex's stores: ``mmr_threshold`` (the query's, else a query kwarg; default 0.5) is the
+  relevance weight (1: the dense order, 0: diversity only); ``fetch_k`` is the kwarg
+  ``mmr_prefetch_k``, else ``mmr_prefetch_factor`` (default 4.0) x k1. Pass the kwargs as
+  ``as_retriever(vector_store_query_mode="mmr", vector_store_kwargs={"mmr_threshold": 0.3})``.
 
 ``alpha`` (1 = dense only, 0 = sparse only) applies where scores are weighted, i.e. with
 ``hybrid_mode="m3"`` (the ColBERT weight stays ``weights[2]``); the other hybrid modes rank by
 RRF or MaxSim and refuse an ``alpha``. ``weights`` (dense, sparse, colbert) default to the core
 store's, i.e. the encoder's model's (``encoder.config.default_weights``).
-``doc_ids``/``node_ids`` restrict every mode to those documents / nodes.
+
+``doc_ids``/``node_ids`` restrict every mode to those documents / nodes. The other LlamaIndex
+modes (semantic_hybrid, svm, logistic_regression, linear_regression) raise, naming what to use.
 
 Every list argument (``nodes``, ``node_ids``, a query's ``doc_ids``/``node_ids``) given as a
 single str or node raises ``TypeError`` rather than being read character by character.
@@ -26,11 +35,9 @@ single str or node raises ``TypeError`` rather than being read character by char
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 
@@ -60,11 +67,21 @@ from m3_rag_llamaindex.nodes import NodeRecord, node_to_record, record_to_node
 
 __all__ = ["M3VectorStore", "HybridMode"]
 
-T = TypeVar("T")
 HybridMode = Literal["hybrid+rerank", "hybrid", "m3"]
 # A node embedding computed by another model would not match the stored sparse/ColBERT
 # vectors; the same model on the same text agrees to float noise (batch padding, fp16).
 _SAME_VECTOR_COSINE = 0.99
+# LlamaIndex's MMR defaults (its get_top_k_mmr_embeddings; DEFAULT_MMR_PREFETCH_FACTOR of its stores).
+DEFAULT_MMR_THRESHOLD = 0.5
+DEFAULT_MMR_PREFETCH_FACTOR = 4.0
+# What to use instead of the LlamaIndex modes this store refuses.
+_INSTEAD_OF_A_LEARNER = "'default' (dense) or 'hybrid', or rerank with M3RerankPostprocessor"
+_REFUSED_MODES = {
+    VectorStoreQueryMode.SEMANTIC_HYBRID: "'hybrid' (dense + sparse, reranked by ColBERT MaxSim)",
+    VectorStoreQueryMode.SVM: _INSTEAD_OF_A_LEARNER,
+    VectorStoreQueryMode.LOGISTIC_REGRESSION: _INSTEAD_OF_A_LEARNER,
+    VectorStoreQueryMode.LINEAR_REGRESSION: _INSTEAD_OF_A_LEARNER,
+}
 
 
 class M3VectorStore(BasePydanticVectorStore):
@@ -96,7 +113,6 @@ class M3VectorStore(BasePydanticVectorStore):
     _astore: AsyncM3Store | None = PrivateAttr(default=None)
     _encoder: CachedEncoder = PrivateAttr()
     _embed_model: BGEM3Embedding | None = PrivateAttr(default=None)
-    _worker: ThreadPoolExecutor | None = PrivateAttr(default=None)
 
     def __init__(
         self,
@@ -123,8 +139,9 @@ class M3VectorStore(BasePydanticVectorStore):
         store's own encoder is used). ``colbert_datatype`` / ``colbert_pool_factor``: how a new
         collection stores ColBERT vectors (see ``m3_rag.store.M3Store``; None: the collection's).
 
-        Async methods go through the ``AsyncM3Store`` when there is one; otherwise they run
-        the in-process engine (Edge, local mode) on one worker thread of this store.
+        Async methods go through :attr:`aclient`: the ``AsyncM3Store`` when there is one
+        (``url=``, ``async_store=``), else the core store's async view (``M3Store.aio()``: the
+        same in-process engine, its calls on one worker thread).
         """
         super().__init__(**kwargs)
         given = store is not None or async_store is not None
@@ -168,9 +185,15 @@ class M3VectorStore(BasePydanticVectorStore):
         return self._sync()
 
     @property
-    def aclient(self) -> AsyncM3Store | None:
-        """The native-async core store, if this store has one."""
-        return self._astore
+    def aclient(self) -> AsyncM3Store:
+        """The async core store: the native one (``url=``, ``async_store=``), else the sync
+        store's async view (``M3Store.aio()``, over the same open engine)."""
+        return self._astore if self._astore is not None else self._sync().aio()
+
+    @property
+    def core_store(self) -> M3Store | AsyncM3Store:
+        """The core store behind this one (the sync one if there is one), for its schema and weights."""
+        return self._store if self._store is not None else self._astore  # type: ignore[return-value]
 
     @property
     def encoder(self) -> CachedEncoder:
@@ -185,9 +208,6 @@ class M3VectorStore(BasePydanticVectorStore):
 
     def close(self) -> None:
         """Release the engine (an Edge path can then be reopened)."""
-        if self._worker is not None:
-            self._worker.shutdown(wait=True)
-            self._worker = None
         if self._store is not None:
             self._store.close()
 
@@ -210,15 +230,14 @@ class M3VectorStore(BasePydanticVectorStore):
         return ids
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
-        if self._astore is None:
-            return await self._in_worker(self.add, nodes, **kwargs)
         nodes = as_list(nodes, "nodes", "nodes")
+        store = self.aclient
         ids: list[str] = []
         with self._progress(len(nodes)) as bar:
             for batch in self._batches(nodes):
-                # Encoding is CPU/GPU-bound: a worker thread; the write is natively async.
+                # Encoding is CPU/GPU-bound (normally cache hits): off the event loop.
                 records, encoded = await asyncio.to_thread(self._encode_nodes, batch)
-                await self._astore.add_encoded(*_add_args(records, encoded))
+                await store.add_encoded(*_add_args(records, encoded))
                 ids += [r.id for r in records]
                 bar.update(len(batch))
         return ids
@@ -228,9 +247,7 @@ class M3VectorStore(BasePydanticVectorStore):
         self._sync().delete_by_doc_id(ref_doc_id)
 
     async def adelete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
-        if self._astore is None:
-            return await self._in_worker(self.delete, ref_doc_id)
-        await self._astore.delete_by_doc_id(ref_doc_id)
+        await self.aclient.delete_by_doc_id(ref_doc_id)
 
     def delete_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
@@ -246,22 +263,18 @@ class M3VectorStore(BasePydanticVectorStore):
     async def adelete_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
     ) -> None:
-        if self._astore is None:
-            return await self._in_worker(self.delete_nodes, node_ids, filters)
         ids, flt = _selection(node_ids, filters, "adelete_nodes")
         if flt is None:
-            await self._astore.delete(ids)
+            await self.aclient.delete(ids)
         else:
-            await self._astore.delete_where(flt)
+            await self.aclient.delete_where(flt)
 
     def clear(self) -> None:
         """Delete every node; the collection (and its schema) stays."""
         self._sync().clear()
 
     async def aclear(self) -> None:
-        if self._astore is None:
-            return await self._in_worker(self.clear)
-        await self._astore.clear()
+        await self.aclient.clear()
 
     # ------------------------------------------------------------------------------ reading
     def get_nodes(self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None) -> list[BaseNode]:
@@ -275,36 +288,24 @@ class M3VectorStore(BasePydanticVectorStore):
     async def aget_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
-        if self._astore is None:
-            return await self._in_worker(self.get_nodes, node_ids, filters)
         ids, flt = _selection(node_ids, filters, "aget_nodes")
-        points = await self._astore.get(ids) if flt is None else (await self._astore.scroll(flt, limit=None))[0]
-        return _to_nodes(points, ids)
+        store = self.aclient
+        return _to_nodes(await store.get(ids) if flt is None else (await store.scroll(flt, limit=None))[0], ids)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        mode, k, prefetch_k, weights = self._plan(query)
-        flt = self._query_filter(query)
-        encoded = self._encode_query(query, mode)
-        hits = self._sync().search_encoded(encoded, mode, k, flt, prefetch_k, weights)
-        return _to_result(hits)
+        """Search in ``query.mode`` (see the module docstring); ``kwargs``: the MMR options."""
+        method, args = self._search_call(query, kwargs)
+        return _to_result(getattr(self._sync(), method)(*args))
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        if self._astore is None:
-            return await self._in_worker(self.query, query, **kwargs)
-        mode, k, prefetch_k, weights = self._plan(query)
-        flt = self._query_filter(query)
-        encoded = await asyncio.to_thread(self._encode_query, query, mode)
-        hits = await self._astore.search_encoded(encoded, mode, k, flt, prefetch_k, weights)
-        return _to_result(hits)
+        # The query is encoded (normally a cache hit) off the event loop.
+        method, args = await asyncio.to_thread(self._search_call, query, kwargs)
+        return _to_result(await getattr(self.aclient, method)(*args))
 
     # ------------------------------------------------------------------------------ helpers
     def _weights(self) -> tuple[float, float, float]:
         """The 'm3' weights in effect: this store's ``weights``, else the core store's."""
-        return self.weights if self.weights is not None else self._core().weights
-
-    def _core(self) -> M3Store | AsyncM3Store:
-        """The core store behind this one (sync if there is one), for its weights and schema."""
-        return self._store if self._store is not None else self._astore  # type: ignore[return-value]
+        return self.weights if self.weights is not None else self.core_store.weights
 
     def _sync(self) -> M3Store:
         if self._store is None:
@@ -313,14 +314,6 @@ class M3VectorStore(BasePydanticVectorStore):
                 "Fix: use the async methods (aquery, async_add, ...), or pass store=M3Store(...) too."
             )
         return self._store
-
-    async def _in_worker(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a sync method off the event loop, on this store's one worker thread: the
-        in-process engines (Edge, local mode) then see their calls one at a time, as on the
-        sync API."""
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3-llamaindex")
-        return await asyncio.get_running_loop().run_in_executor(self._worker, partial(fn, *args, **kwargs))
 
     def _progress(self, total: int) -> tqdm:
         return tqdm(total=total, desc="m3: add nodes", unit="node", disable=not self.show_progress)
@@ -335,19 +328,38 @@ class M3VectorStore(BasePydanticVectorStore):
         _check_embeddings(nodes, encoded)
         return records, encoded
 
+    def _search_call(self, query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+        """The core search for a LlamaIndex query: the name of an ``M3Store`` / ``AsyncM3Store``
+        method and its arguments. The text is encoded here, through this store's cache (the
+        retriever's embedding call has normally encoded it already); an embedding is used as is
+        where the search is dense."""
+        flt = self._query_filter(query)
+        if query.mode == VectorStoreQueryMode.MMR:
+            k = query.similarity_top_k
+            fetch_k, lambda_mult = _mmr_options(query, kwargs)
+            if query.query_embedding is not None:
+                return "search_mmr_by_vector", (self._embedding(query), k, fetch_k, lambda_mult, flt)
+            return "search_mmr_encoded", (self._encode_text(query), k, fetch_k, lambda_mult, "dense", flt)
+        mode, k, prefetch_k, weights = self._plan(query)
+        if mode == "dense" and query.query_embedding is not None:
+            return "search_by_vector", (self._embedding(query), k, flt)
+        return "search_encoded", (self._encode_text(query), mode, k, flt, prefetch_k, weights)
+
     def _plan(
         self, query: VectorStoreQuery
     ) -> tuple[str, int, int | tuple[int, int] | None, tuple[float, float, float] | None]:
         """Core mode, result size, prefetch sizes and weights (None: the core store's) for a
-        LlamaIndex query."""
+        LlamaIndex query that is not MMR."""
         if query.mode == VectorStoreQueryMode.DEFAULT:
             return "dense", query.similarity_top_k, None, self.weights
-        if query.mode == VectorStoreQueryMode.SPARSE:
+        if query.mode in (VectorStoreQueryMode.SPARSE, VectorStoreQueryMode.TEXT_SEARCH):
             return "sparse", query.sparse_top_k or query.similarity_top_k, None, self.weights
         if query.mode != VectorStoreQueryMode.HYBRID:
+            mode = VectorStoreQueryMode(query.mode)
             raise ValueError(
-                f"query mode {query.mode.value!r} is not supported by M3VectorStore; expected one of "
-                "'default' (dense), 'sparse', 'hybrid'. Fix: as_retriever(vector_store_query_mode=...)."
+                f"query mode {mode.value!r} is not supported by M3VectorStore; expected one of 'default' (dense), "
+                "'sparse' / 'text_search' (BGE-M3 lexical), 'hybrid', 'mmr'. "
+                f"Fix: use {_REFUSED_MODES.get(mode, 'one of those')} (as_retriever(vector_store_query_mode=...))."
             )
         if query.sparse_top_k is None and query.hybrid_top_k is None:
             # Only similarity_top_k: it is the result size, and the core's default prefetch
@@ -371,21 +383,23 @@ class M3VectorStore(BasePydanticVectorStore):
             weights = (query.alpha, 1.0 - query.alpha, self._weights()[2])
         return self.hybrid_mode, k, prefetch_k, weights
 
-    def _encode_query(self, query: VectorStoreQuery, mode: str) -> M3Output:
+    def _embedding(self, query: VectorStoreQuery) -> list[float]:
+        """The embedding the retriever computed (through store.embed_model, normally); the core
+        store refuses NaN and other sizes too, this says which embed_model to use."""
         emb = query.query_embedding
-        if mode == "dense" and emb is not None:
-            # The embedding the retriever computed (through store.embed_model, normally).
-            vec = np.asarray(emb, dtype=np.float32)[None, :]
-            if vec.shape[1] != self._encoder.dense_dim:
-                raise ValueError(
-                    f"query embedding has {vec.shape[1]} dimensions; the store's model gives "
-                    f"{self._encoder.dense_dim}. Fix: use store.embed_model as the index's embed_model."
-                )
-            return M3Output(dense=vec, sparse=None, colbert=None,
-                            token_counts=np.zeros(1, np.int64), truncated=np.zeros(1, bool))  # fmt: skip
-        if not query.query_str:
+        if len(emb) != self._encoder.dense_dim:  # type: ignore[arg-type]
             raise ValueError(
-                f"{mode!r} search needs the query text (query_str); found none. "
+                f"query embedding has {len(emb)} dimensions; the store's model gives "  # type: ignore[arg-type]
+                f"{self._encoder.dense_dim}. Fix: use store.embed_model as the index's embed_model."
+            )
+        return emb  # type: ignore[return-value]
+
+    def _encode_text(self, query: VectorStoreQuery) -> M3Output:
+        if not query.query_str:
+            mode = VectorStoreQueryMode(query.mode).value
+            found = "only an embedding" if query.query_embedding is not None else "none"
+            raise ValueError(
+                f"query mode {mode!r} needs the query text (query_str); found {found}. "
                 "Fix: query through a retriever, or pass VectorStoreQuery(query_str=...)."
             )
         return self._encoder.encode_queries([query.query_str])
@@ -401,6 +415,22 @@ class M3VectorStore(BasePydanticVectorStore):
         if user is not None:
             parts.append(user)
         return None if not parts else parts[0] if len(parts) == 1 else And(parts)
+
+
+def _mmr_options(query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[int, float]:
+    """``(fetch_k, lambda_mult)`` of an MMR query, from LlamaIndex's options as its stores read
+    them; the core store checks the values (``k <= fetch_k``, ``lambda_mult`` in [0, 1])."""
+    threshold = query.mmr_threshold if query.mmr_threshold is not None else kwargs.get("mmr_threshold")
+    prefetch_k, factor = kwargs.get("mmr_prefetch_k"), kwargs.get("mmr_prefetch_factor")
+    if prefetch_k is not None and factor is not None:
+        raise ValueError(
+            f"got mmr_prefetch_k={prefetch_k!r} and mmr_prefetch_factor={factor!r}; expected one of them "
+            "(the MMR candidates: a number, or a multiple of similarity_top_k). Fix: drop one."
+        )
+    if prefetch_k is None:
+        k = query.similarity_top_k
+        prefetch_k = max(k, int(k * (DEFAULT_MMR_PREFETCH_FACTOR if factor is None else factor)))
+    return prefetch_k, DEFAULT_MMR_THRESHOLD if threshold is None else threshold
 
 
 def _selection(

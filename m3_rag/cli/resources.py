@@ -64,7 +64,7 @@ def load_encoder(options: ModelOptions) -> Any:
 
 def open_store(encoder: Any, options: StoreOptions, *, create: bool) -> Any:
     """Open the collection; with ``create=False`` a missing index is an error, not a new empty one."""
-    from m3_rag.store import M3Store
+    from m3_rag.store import Connection, M3Store
 
     if options.url:
         from qdrant_client import QdrantClient
@@ -82,13 +82,14 @@ def open_store(encoder: Any, options: StoreOptions, *, create: bool) -> Any:
                 "apply only when it is created (change them in Qdrant, or index into a new --collection).",
                 file=sys.stderr,
             )
-        return M3Store(encoder, client=client, collection=options.collection, shard_number=options.shard_number,
-                       replication_factor=options.replication_factor, **_colbert(options))  # fmt: skip
+        connection = Connection(client=client, shard_number=options.shard_number,
+                                replication_factor=options.replication_factor)  # fmt: skip
+        return M3Store(encoder, connection=connection, collection=options.collection, **_colbert(options))
     if options.shard_number or options.replication_factor:
         raise CliError("--shards/--replicas need a Qdrant server (--url); an Edge folder is one local shard.", EXIT_USAGE)
     if not create:
         require_index(options)
-    return M3Store(encoder, path=options.path, collection=options.collection, **_colbert(options))
+    return M3Store(encoder, connection=Connection(path=options.path), collection=options.collection, **_colbert(options))
 
 
 def _colbert(options: StoreOptions) -> dict[str, Any]:

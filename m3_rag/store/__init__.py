@@ -7,6 +7,7 @@ Two backends behind one API: Qdrant Edge (``path=``, embedded, on disk) and qdra
 
 from m3_rag.store.async_store import AsyncM3Store
 from m3_rag.store.backends.base import StoreLockedError
+from m3_rag.store.connection import Connection
 from m3_rag.store.filters import And, Condition, Not, Or, parse_filter
 from m3_rag.store.ids import to_point_id
 from m3_rag.store.ingest import max_colbert_rows
@@ -18,6 +19,7 @@ from m3_rag.store.store import DEFAULT_COLLECTION, M3Store
 __all__ = [
     "M3Store",
     "AsyncM3Store",
+    "Connection",
     "SearchResult",
     "StoredPoint",
     "StoreSchema",

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from m3_rag.scoring import dense_scores, lexical_score, maxsim_score
 from m3_rag.store.backends.base import Hit
+from m3_rag.store.connection import Connection
 from m3_rag.store.filters import Condition, FilterLike, FilterNode, as_filter
 from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
 from m3_rag.store.names import check_collection_name
@@ -51,8 +52,6 @@ __all__ = [
     "required_filter",
     "to_search_results",
     "to_stored_points",
-    "backend_location",
-    "make_backend",
 ]
 
 DEFAULT_COLLECTION = "m3"
@@ -183,47 +182,6 @@ def to_stored_points(hits: Sequence[Hit], point_ids: Sequence[Any] | None = None
     return [_stored_point(by_id[pid]) for pid in dict.fromkeys(str(p) for p in point_ids) if pid in by_id]
 
 
-def backend_location(path: Any, location: Any, url: Any, client: Any) -> str:
-    """Which backend the constructor arguments select; exactly one must be given."""
-    given = {k: v for k, v in {"path": path, "location": location, "url": url, "client": client}.items() if v is not None}
-    if len(given) != 1:
-        raise ValueError(
-            f"pass exactly one of path= (Qdrant Edge, embedded), location=':memory:' (qdrant-client "
-            f"local mode), url= (a Qdrant server) or client=; found {sorted(given) or 'none'}."
-        )
-    return next(iter(given))
-
-
-def make_backend(
-    asynchronous: bool, path: Any, location: Any, url: Any, client: Any, collection: str, api_key: Any,
-    prefer_grpc: bool, shard_number: Any, replication_factor: Any, client_kwargs: dict[str, Any],
-) -> Any:  # fmt: skip
-    """The backend the constructor arguments select: Edge for ``path=``, else qdrant-client
-    (``AsyncQdrantClient`` and the async backends when ``asynchronous``)."""
-    kind = backend_location(path, location, url, client)
-    if kind == "path":
-        from m3_rag.store.backends.base import ThreadedBackend
-        from m3_rag.store.backends.edge import EdgeBackend
-
-        edge = EdgeBackend(path, collection)
-        return ThreadedBackend(edge) if asynchronous else edge
-    from qdrant_client import AsyncQdrantClient, QdrantClient
-
-    from m3_rag.store.backends.client import AsyncClientBackend, ClientBackend, ServerOptions
-
-    client_cls = AsyncQdrantClient if asynchronous else QdrantClient
-    if kind == "client":
-        if not isinstance(client, client_cls):
-            raise TypeError(f"client= takes a qdrant_client.{client_cls.__name__}, found {type(client).__name__}.")
-        qc = client
-    elif kind == "location":
-        qc = client_cls(location=location, **client_kwargs)
-    else:
-        qc = client_cls(url=url, api_key=api_key, prefer_grpc=prefer_grpc, **client_kwargs)
-    backend_cls = AsyncClientBackend if asynchronous else ClientBackend
-    return backend_cls(qc, collection, ServerOptions(shard_number, replication_factor))
-
-
 # --------------------------------------------------------------------------------- the stores
 class StoreCore:
     """The constructor and state of both stores, and the two I/O hooks the operations use."""
@@ -247,8 +205,23 @@ class StoreCore:
         colbert_datatype: ColbertDatatype | None = None,
         colbert_pool_factor: int | None = None,
         weights: Sequence[float] | None = None,
+        connection: Connection | None = None,
         **client_kwargs: Any,
     ) -> None:
+        given = {"path": path, "location": location, "url": url, "client": client, "api_key": api_key,
+                 "shard_number": shard_number, "replication_factor": replication_factor}  # fmt: skip
+        given = {k: v for k, v in given.items() if v is not None}
+        if prefer_grpc:
+            given["prefer_grpc"] = True
+        if connection is None:
+            connection = Connection(**given, client_kwargs=client_kwargs)
+        elif given or client_kwargs:
+            raise ValueError(
+                f"connection= was given together with {sorted({*given, *client_kwargs})}; expected one. "
+                "Fix: put every connection option in the Connection."
+            )
+        #: Where the collection lives (:class:`~m3_rag.store.connection.Connection`).
+        self.connection = connection
         self.encoder = encoder
         self.collection = check_collection_name(collection)
         #: (dense, sparse, colbert) weights of ``m3`` searches that pass no ``weights``: the
@@ -260,10 +233,7 @@ class StoreCore:
         self.schema: StoreSchema = schema_from_encoder(
             encoder, colbert_datatype=colbert_datatype, colbert_pool_factor=colbert_pool_factor
         )
-        self.backend: Any = make_backend(
-            self.asynchronous, path, location, url, client, collection, api_key, prefer_grpc,
-            shard_number, replication_factor, client_kwargs,
-        )  # fmt: skip
+        self.backend: Any = connection.backend(self.collection, asynchronous=self.asynchronous)
         self._started()
 
     def _started(self) -> None:
