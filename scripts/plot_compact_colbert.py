@@ -1,6 +1,7 @@
 """Plot the compact-ColBERT trade-off: quality and latency against ColBERT bytes per original token.
 
     python scripts/plot_compact_colbert.py bench.json eval.json [more.json ...] -o docs/compact-colbert.png
+        [--latency-min-points 10000]
 
 Inputs (told apart by their contents, any number of each):
 
@@ -11,12 +12,15 @@ Inputs (told apart by their contents, any number of each):
   --json eval.json``: nDCG@10 per pipeline mode and, in ``pipeline_colbert``, the storage
   settings each mode ran on.
 
-Panel (a): nDCG@10 of the pipeline ``m3`` and ``hybrid+rerank`` modes against ColBERT bytes per
-original token (log x), one labelled marker per (datatype, pool factor); the bytes of a setting
-come from the benchmark's largest Edge run with that datatype and factor (a small index's bytes
-include the engine's preallocated files), and a setting no benchmark run measured is left out
-(with a note). The exhaustive ``all`` mode (unpooled float16 vectors) is a dashed line.
-Panel (b): p50 latency of ``hybrid+rerank`` and ``m3`` against the same bytes, per benchmark size.
+Panel (a): the change of nDCG@10, in points (x 100), of the pipeline ``m3`` and
+``hybrid+rerank`` modes against the same report's float16 unpooled setting (factor 1), against
+ColBERT bytes per original token (log x), one labelled marker per (dataset, mode, setting), with
+the ±0.5-point band; so datasets of different levels share one axis. The bytes of a setting come
+from the benchmark's largest Edge run with that datatype and factor (a small index's bytes include
+the engine's preallocated files), and a setting no benchmark run measured is left out (with a
+note), as is a report without its float16 factor-1 baseline.
+Panel (b): p50 latency of ``hybrid+rerank`` and ``m3`` against the same bytes, per benchmark size
+of at least ``--latency-min-points`` points (small runs measure bytes, not latency at scale).
 """
 
 from __future__ import annotations
@@ -83,16 +87,32 @@ def quality_points(evals: Sequence[dict], sizes: dict[tuple[str, int], float]) -
             if key not in sizes:
                 notes.append(f"{report['_path']}: {name} ({key[0]}, factor {key[1]}) has no benchmark run; left out")
                 continue
+            baseline = _baseline(report, s["mode"])
+            if baseline is None:
+                notes.append(f"{report['_path']}: {s['mode']} has no float16 factor-1 setting to compare with; left out")
+                continue
             series = f"{report.get('dataset', '?')} {s['mode']}" if several else s["mode"]
+            ndcg = float(report["scores"][name]["ndcg@10"])
             points.append({"series": series, "mode": s["mode"], "datatype": key[0], "factor": key[1],
-                           "bytes": sizes[key], "ndcg": float(report["scores"][name]["ndcg@10"])})  # fmt: skip
-    return points, notes
+                           "bytes": sizes[key], "ndcg": ndcg, "delta_points": 100 * (ndcg - baseline)})  # fmt: skip
+    return points, list(dict.fromkeys(notes))
 
 
-def latency_points(bench: Sequence[dict]) -> list[dict]:
-    """Panel (b)'s points, ``{size, mode, datatype, factor, bytes, p50}``."""
+def _baseline(report: dict, mode: str) -> float | None:
+    """nDCG@10 of ``mode`` on float16, factor 1, in the same report (None if it was not run)."""
+    for name, s in (report.get("pipeline_colbert") or {}).items():
+        same = s.get("mode") == mode and s.get("colbert_datatype") == "float16" and int(s.get("colbert_pool_factor", 0)) == 1
+        if same and name in report["scores"]:
+            return float(report["scores"][name]["ndcg@10"])
+    return None
+
+
+def latency_points(bench: Sequence[dict], min_points: int = 0) -> list[dict]:
+    """Panel (b)'s points, ``{size, mode, datatype, factor, bytes, p50}``, of runs of ``min_points`` or more."""
     points = []
     for r in _edge_runs(bench):
+        if r["points"] < min_points:
+            continue
         size = f"{r['points']:,} pts" + (" (defaults)" if r.get("requested") == "default" else "")
         for mode in PIPELINE_MODES:
             lat = (r.get("latency") or {}).get(mode)
@@ -107,7 +127,7 @@ def _label(p: dict) -> str:
     return f"{p['datatype']} f{p['factor']}"
 
 
-def plot(bench: Sequence[dict], evals: Sequence[dict], output: Path) -> list[str]:
+def plot(bench: Sequence[dict], evals: Sequence[dict], output: Path, latency_min_points: int = 0) -> list[str]:
     """Write the two-panel PNG; returns notes on what was left out."""
     try:
         import matplotlib
@@ -119,26 +139,24 @@ def plot(bench: Sequence[dict], evals: Sequence[dict], output: Path) -> list[str
 
     sizes = storage_bytes(bench)
     quality, notes = quality_points(evals, sizes)
-    latency = latency_points(bench)
+    latency = latency_points(bench, latency_min_points)
     fig, (ax_q, ax_l) = plt.subplots(1, 2, figsize=(13, 5.2))
 
+    ax_q.axhspan(-0.5, 0.5, color="grey", alpha=0.15, label="within 0.5 points")
+    ax_q.axhline(0.0, color="grey", linewidth=0.8)
     for series in dict.fromkeys(p["series"] for p in quality):
         pts = sorted((p for p in quality if p["series"] == series), key=lambda p: p["bytes"])
-        ax_q.scatter([p["bytes"] for p in pts], [p["ndcg"] for p in pts], marker=MARKERS[pts[0]["mode"]], label=series)
+        ax_q.plot([p["bytes"] for p in pts], [p["delta_points"] for p in pts], marker=MARKERS[pts[0]["mode"]],
+                  linestyle="none", label=series)  # fmt: skip
         for p in pts:
-            ax_q.annotate(_label(p), (p["bytes"], p["ndcg"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    for report in evals:
-        exhaustive = (report["scores"].get("all") or {}).get("ndcg@10")
-        if exhaustive is not None and quality:
-            name = f"{report.get('dataset', '?')} exhaustive all" if len(evals) > 1 else "exhaustive all (float16, not pooled)"
-            ax_q.axhline(float(exhaustive), linestyle="--", linewidth=0.8, color="grey", label=name)
+            ax_q.annotate(_label(p), (p["bytes"], p["delta_points"]), textcoords="offset points", xytext=(4, 3), fontsize=6)
     ax_q.set_xscale("log")
     ax_q.set_xlabel("ColBERT bytes on disk per original token (log)")
-    ax_q.set_ylabel("nDCG@10")
+    ax_q.set_ylabel("nDCG@10 change vs float16 unpooled, points")
     title = ", ".join(dict.fromkeys(f"{r.get('dataset', '?')} ({r.get('n_queries', '?')} q)" for r in evals))
-    ax_q.set_title(f"(a) quality: {title}" if title else "(a) quality: no eval report given")
+    ax_q.set_title(f"(a) quality: {title}" if title else "(a) quality: no eval report given", fontsize=9)
     if quality:
-        ax_q.legend(fontsize=8)
+        ax_q.legend(fontsize=7)
 
     ordered = sorted(dict.fromkeys(p["size"] for p in latency), key=lambda s: next(p["points"] for p in latency if p["size"] == s))
     for i, size in enumerate(ordered):  # a colour per size, a marker per mode
@@ -175,12 +193,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("reports", nargs="+", type=Path, help="benchmarks/store.py --json and m3-rag eval --json reports")
     ap.add_argument("-o", "--output", type=Path, default=Path("docs/compact-colbert.png"), help="the PNG to write")
+    ap.add_argument("--latency-min-points", type=int, default=10_000,
+                    help="panel (b) shows benchmark runs of at least this many points")  # fmt: skip
     args = ap.parse_args(argv)
     bench, evals = load_reports(args.reports)
     if not bench:
         print("note: no benchmark report given: panel (a) has no bytes to place its points at, panel (b) is empty",
               file=sys.stderr)  # fmt: skip
-    for note in plot(bench, evals, args.output):
+    for note in plot(bench, evals, args.output, args.latency_min_points):
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.output}")
     return 0

@@ -137,7 +137,11 @@ def test_plot_matches_bytes_by_setting_and_writes_a_png(plot_script, tmp_path, c
     assert {(p["mode"], p["datatype"], p["factor"], p["bytes"]) for p in points} == {
         (m, d, f, sizes[(d, f)]) for m in ("hybrid+rerank", "m3") for d, f in (("float16", 1), ("turbo8", 2))}  # fmt: skip
     assert len(notes) == 2 and all("turbo4, factor 3) has no benchmark run" in n for n in notes)
+    # panel (a) plots the change against the same report's float16 factor-1 score, in points
+    delta = {(p["mode"], p["factor"]): p["delta_points"] for p in points}
+    assert delta == pytest.approx({("hybrid+rerank", 1): 0.0, ("hybrid+rerank", 2): 1.0, ("m3", 1): 0.0, ("m3", 2): 1.0})
     assert len(plot_script.latency_points(bench)) == 8  # 4 measured runs x 2 modes; the skipped run has none
+    assert len(plot_script.latency_points(bench, min_points=5000)) == 4  # the small runs left out
     out = tmp_path / "docs" / "compact-colbert.png"
     assert plot_script.main([str(p) for p in paths] + ["-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
