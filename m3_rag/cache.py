@@ -15,7 +15,7 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from m3_rag.types import ALL_OUTPUTS, M3Output, validate_outputs
+from m3_rag.types import ALL_OUTPUTS, M3Output, require_output, validate_outputs
 from m3_rag.validation import check_texts
 
 __all__ = ["CachedEncoder"]
@@ -99,8 +99,8 @@ def _stack(rows: list[M3Output], wanted: tuple[str, ...], dense_dim: int) -> M3O
     return M3Output(
         dense=(np.concatenate([r.dense for r in rows]) if rows else np.zeros((0, dense_dim), np.float32))
         if need("dense") else None,
-        sparse=[r.sparse[0] for r in rows] if need("sparse") else None,
-        colbert=[r.colbert[0] for r in rows] if need("colbert") else None,
+        sparse=[require_output(r.sparse, "sparse")[0] for r in rows] if need("sparse") else None,
+        colbert=[require_output(r.colbert, "colbert")[0] for r in rows] if need("colbert") else None,
         token_counts=np.concatenate([r.token_counts for r in rows]) if rows else np.zeros(0, np.int64),
         truncated=np.concatenate([r.truncated for r in rows]) if rows else np.zeros(0, bool),
     )  # fmt: skip

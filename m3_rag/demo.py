@@ -145,6 +145,6 @@ def run_demo(
          "hybrid+rerank = ColBERT MaxSim (mean over query tokens), m3 = weighted dense+sparse+ColBERT")  # fmt: skip
     echo("mean search time: " + ", ".join(f"{m} {1000 * latency[m] / len(chosen):.0f} ms" for m in MODES))
     if not queries:
-        echo(f"* = hit from the note that answers the query; ranked first: "
+        echo("* = hit from the note that answers the query; ranked first: "
              + ", ".join(f"{m} {top1[m]}/{len(chosen)}" for m in MODES))  # fmt: skip
     return top1

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -28,8 +29,11 @@ from m3_rag.loading import (
     load_heads,
     resolve_model,
 )
-from m3_rag.types import ALL_OUTPUTS, M3Output, OutputName, SparseVector, validate_outputs
+from m3_rag.types import ALL_OUTPUTS, M3Output, OutputName, SparseVector, require_output, validate_outputs
 from m3_rag.validation import check_text, check_texts, short_repr
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["M3Encoder", "EncoderConfig", "EncoderStats", "PairScores"]
 
@@ -95,13 +99,13 @@ class M3Encoder:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         tokenizer,
         colbert_linear: torch.nn.Linear,
         sparse_linear: torch.nn.Linear,
         config: EncoderConfig,
     ) -> None:
-        self.model = model.eval()
+        self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
         self.colbert_linear = colbert_linear.eval()
         self.sparse_linear = sparse_linear.eval()
@@ -284,18 +288,19 @@ class M3Encoder:
                     continue
                 for slot, i in enumerate(batch):
                     if dense is not None:
-                        dense[i] = result.dense[slot]
+                        dense[i] = require_output(result.dense, "dense")[slot]
                     if sparse is not None:
-                        sparse[i] = result.sparse[slot]
+                        sparse[i] = require_output(result.sparse, "sparse")[slot]
                     if colbert is not None:
-                        colbert[i] = result.colbert[slot]
+                        colbert[i] = require_output(result.colbert, "colbert")[slot]
                 self.stats.add(passes=1, texts=len(batch), tokens=sum(lengths[i] for i in batch))
                 bar.update(len(batch))
         self.stats.add(truncated=int(truncated.sum()))
+        # The loop above fills every slot, so no None is left in the lists.
         return M3Output(
             dense=dense,
-            sparse=sparse,  # type: ignore[arg-type]
-            colbert=colbert,  # type: ignore[arg-type]
+            sparse=cast("list[SparseVector] | None", sparse),
+            colbert=cast("list[np.ndarray] | None", colbert),
             token_counts=np.asarray(lengths, dtype=np.int64),
             truncated=truncated,
         )
@@ -338,9 +343,11 @@ class M3Encoder:
                 self._check_length(length, what)
         q = self.encode_queries([p[0] for p in pairs], max_length=query_max_length)
         d = self.encode_documents([p[1] for p in pairs], max_length=document_max_length)
-        dense = np.einsum("ij,ij->i", q.dense, d.dense).astype(np.float32)
-        sparse = np.array([lexical_score(a, b) for a, b in zip(q.sparse, d.sparse)], dtype=np.float32)
-        colbert = np.array([maxsim_score(a, b) for a, b in zip(q.colbert, d.colbert)], dtype=np.float32)
+        dense = np.einsum("ij,ij->i", require_output(q.dense, "dense"), require_output(d.dense, "dense")).astype(np.float32)
+        q_sparse, d_sparse = require_output(q.sparse, "sparse"), require_output(d.sparse, "sparse")
+        sparse = np.array([lexical_score(a, b) for a, b in zip(q_sparse, d_sparse, strict=True)], dtype=np.float32)
+        q_colbert, d_colbert = require_output(q.colbert, "colbert"), require_output(d.colbert, "colbert")
+        colbert = np.array([maxsim_score(a, b) for a, b in zip(q_colbert, d_colbert, strict=True)], dtype=np.float32)
         return PairScores(
             dense=dense,
             sparse=sparse,
@@ -453,7 +460,7 @@ class M3Encoder:
             bounds = np.searchsorted(text_of, np.arange(n + 1))
             sparse = [
                 SparseVector((keys[a:b] % span).astype(np.int64), values[a:b].copy())
-                for a, b in zip(bounds[:-1], bounds[1:])
+                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
             ]
         colbert = None
         if "colbert" in wanted:

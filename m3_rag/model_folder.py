@@ -129,7 +129,7 @@ def read_m3_config(folder: Path) -> M3Options:
         _check_package_name(package, f"{file}: backbone_package")
     return M3Options(
         pooling=pooling or "cls",
-        weights=tuple(float(w) for w in weights) if weights is not None else BGE_M3_WEIGHTS,  # type: ignore[arg-type]
+        weights=_as_weights(weights) if weights is not None else BGE_M3_WEIGHTS,
         backbone=None if backbone is None else _backbone_folder(file, folder, backbone),
         backbone_package=package,
     )
@@ -145,6 +145,12 @@ def _good_weights(weights: object) -> bool:
     except OverflowError:  # an integer too big for a float
         return False
     return all(math.isfinite(w) and w >= 0 for w in values) and sum(values) > 0
+
+
+def _as_weights(weights: list) -> tuple[float, float, float]:
+    """(dense, sparse, colbert) of a list that passed :func:`_good_weights`."""
+    dense, sparse, colbert = (float(w) for w in weights)
+    return dense, sparse, colbert
 
 
 def _backbone_folder(file: Path, folder: Path, value: object) -> Path:
@@ -180,7 +186,7 @@ def _check_package_name(package: object, what: str) -> str:
             "(m3-rag never imports a package a model folder names). "
             'Fix: use one of those, or put the backbone in a folder inside the model folder and set "backbone" to it.'
         )
-    return package  # type: ignore[return-value]
+    return package
 
 
 def backbone_package_dir(package: str, model: str, *, untrusted: Sequence[Path] = ()) -> Path:

@@ -41,6 +41,7 @@ import torch
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import TypeIs  # typing.TypeIs is Python 3.13+
 
 __all__ = ["DEFAULT_WINDOW", "FEATURES", "PooledColbert", "pooled_rows", "pool_colbert", "pool_partitions"]
 
@@ -63,7 +64,7 @@ _MIN_GROUP = 128
 _MAX_CELLS = 1 << 25
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeIs[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # numpy ints too
 
 
@@ -503,7 +504,7 @@ def _ward_merges(dist: torch.Tensor, lengths: torch.Tensor, merges: torch.Tensor
         done |= below >= merges
     parent = cols.repeat(n_units, 1)
     if found:
-        units, a, b, heights = (torch.cat(x) for x in zip(*found))
+        units, a, b, heights = (torch.cat(x) for x in zip(*found, strict=True))
         # Keep each window's `merges` lowest (height, then a): sort by that, then stably by window.
         order = torch.argsort(_pack(heights, a + 1).view(torch.float64), stable=True)
         order = order[torch.argsort(units[order], stable=True)]

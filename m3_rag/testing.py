@@ -43,8 +43,10 @@ BGE_M3_SHAPE = CheckpointSpec(
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 8000):
     """An XLM-RoBERTa-style tokenizer (``<s>``=0, ``<pad>``=1, ``</s>``=2, ``<unk>``=3) trained on ``texts``."""
+    # XLMRobertaTokenizerFast: transformers 5 resolves *TokenizerFast names lazily (aliases of the
+    # tokenizer class), out of the type checker's sight; 4.x, also supported, has the class itself.
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import XLMRobertaTokenizerFast
+    from transformers import XLMRobertaTokenizerFast  # type: ignore[attr-defined]
 
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok = Tokenizer(models.Unigram())

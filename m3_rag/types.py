@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
@@ -12,6 +12,8 @@ __all__ = ["OutputName", "ALL_OUTPUTS", "SparseVector", "M3Output", "validate_ou
 
 OutputName = Literal["dense", "sparse", "colbert"]
 ALL_OUTPUTS: tuple[OutputName, ...] = ("dense", "sparse", "colbert")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,7 +51,7 @@ class SparseVector:
         return cls(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
 
     def to_dict(self) -> dict[int, float]:
-        return {int(i): float(v) for i, v in zip(self.indices, self.values)}
+        return {int(i): float(v) for i, v in zip(self.indices, self.values, strict=True)}
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -121,3 +123,21 @@ def validate_outputs(outputs: Collection[str] | str) -> tuple[OutputName, ...]:
             'Fix: pass outputs=("dense", "sparse", "colbert") or a subset.'
         )
     return tuple(n for n in ALL_OUTPUTS if n in names)
+
+
+def require_output(value: _T | None, name: OutputName) -> _T:
+    """``value``, the ``name`` field of an :class:`M3Output`, when it was computed; raises if it is None.
+
+    >>> require_output(M3Output(dense=None, sparse=[], colbert=None).sparse, "sparse")
+    []
+    >>> require_output(M3Output(dense=None, sparse=[], colbert=None).dense, "dense")
+    Traceback (most recent call last):
+    ...
+    ValueError: the encoder output has no 'dense' vectors (M3Output.dense is None: not requested); expected them. Fix: encode with outputs= including 'dense'.
+    """
+    if value is None:
+        raise ValueError(
+            f"the encoder output has no {name!r} vectors (M3Output.{name} is None: not requested); expected them. "
+            f"Fix: encode with outputs= including {name!r}."
+        )
+    return value

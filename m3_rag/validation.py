@@ -81,9 +81,7 @@ def check_texts(texts: Iterable[object], what: str = "texts") -> list[str]:
         raise TypeError(
             f"{what} is {type(texts).__name__} ({short_repr(texts)}); expected a list of strings. Fix: pass [text]."
         ) from None
-    for i, text in enumerate(items):
-        check_text(text, f"{what}[{i}]")
-    return items  # type: ignore[return-value]
+    return [check_text(text, f"{what}[{i}]") for i, text in enumerate(items)]
 
 
 def as_list(value: Any, name: str, items: str) -> list:

@@ -69,7 +69,7 @@ class EmbeddingsEncoder:
             )
 
     def _output(self, vectors: list[list[float]], n: int) -> M3Output:
-        dense = np.asarray(vectors, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, self.dense_dim), np.float32)
+        dense: np.ndarray = np.asarray(vectors, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, self.dense_dim), np.float32)
         if dense.shape[1] != self.dense_dim:
             raise ValueError(
                 f"{type(self.embeddings).__name__} returned {dense.shape[1]}-dim vectors, expected {self.dense_dim}. "

@@ -10,7 +10,6 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, model_validator
 
 from m3_rag.store.queries import check_mode
-
 from m3_rag_langchain.vectorstore import M3VectorStore
 
 __all__ = ["M3Retriever"]

@@ -100,8 +100,8 @@ class M3VectorStore(VectorStore):
         **store_options: Any,
     ) -> None:
         self._embedding = embedding
-        connection = {"path": path, "location": location, "url": url, "api_key": api_key}
-        connection = {key: value for key, value in connection.items() if value is not None}
+        given = {"path": path, "location": location, "url": url, "api_key": api_key}
+        connection: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
         if store is not None:
             if connection or store_options:
                 raise ValueError(
@@ -157,7 +157,7 @@ class M3VectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: Sequence[str | None] | None = None,
         batch_size: int = 64,
         show_progress: bool = False,
         **kwargs: Any,
@@ -175,7 +175,7 @@ class M3VectorStore(VectorStore):
         texts: Iterable[str],
         metadatas: list[dict] | None = None,
         *,
-        ids: list[str | None] | None = None,
+        ids: Sequence[str | None] | None = None,
         batch_size: int = 64,
         show_progress: bool = False,
         **kwargs: Any,
@@ -265,14 +265,14 @@ class M3VectorStore(VectorStore):
 
         Keyword options as :meth:`similarity_search_with_score`'s; documents come in pick order.
         """
-        mmr = {"k": k, "fetch_k": fetch_k, "lambda_mult": lambda_mult}
-        return _documents(self._store.search_mmr(query, **mmr, **self._search_options(kwargs)))
+        options = self._search_options(kwargs)
+        return _documents(self._store.search_mmr(query, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, **options))
 
     async def amax_marginal_relevance_search(
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
-        mmr = {"k": k, "fetch_k": fetch_k, "lambda_mult": lambda_mult}
-        return _documents(await self._aio.search_mmr(query, **mmr, **self._search_options(kwargs)))
+        options = self._search_options(kwargs)
+        return _documents(await self._aio.search_mmr(query, k=k, fetch_k=fetch_k, lambda_mult=lambda_mult, **options))
 
     def max_marginal_relevance_search_by_vector(
         self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any

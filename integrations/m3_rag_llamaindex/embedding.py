@@ -14,10 +14,13 @@ from typing import Any
 
 from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
 
+# isort: split
+
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import Field, PrivateAttr
 
 from m3_rag.cache import CachedEncoder
+from m3_rag.types import require_output
 
 __all__ = ["BGEM3Embedding", "as_cached"]
 
@@ -57,13 +60,13 @@ class BGEM3Embedding(BaseEmbedding):
         return self._encoder
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return self._encoder.encode_queries([query], outputs=("dense",)).dense[0].tolist()
+        return require_output(self._encoder.encode_queries([query], outputs=("dense",)).dense, "dense")[0].tolist()
 
     def _get_text_embedding(self, text: str) -> list[float]:
         return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return self._encoder.encode_documents(texts, outputs=("dense",)).dense.tolist()
+        return require_output(self._encoder.encode_documents(texts, outputs=("dense",)).dense, "dense").tolist()
 
     # Encoding is CPU/GPU-bound work in torch (which releases the GIL): a worker thread keeps
     # the event loop free.

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
 
+# isort: split
+
 from llama_index.core.vector_stores.types import (
     ExactMatchFilter,
     FilterCondition,
@@ -49,6 +51,7 @@ from llama_index.core.vector_stores.types import (
     MetadataFilter,
     MetadataFilters,
 )
+
 from m3_rag.store.filters import And, Condition, FilterNode, Not, Or
 
 __all__ = ["UnsupportedFilterError", "SUPPORTED_OPERATORS", "to_core_filter"]
@@ -134,7 +137,7 @@ def _translate_one(f: MetadataFilter | ExactMatchFilter) -> FilterNode:
         raise UnsupportedFilterError(
             f"filter on {f.key!r} with operator {op.value!r} has value {value!r}; expected {want}."
         )
-    if op == FilterOperator.ALL:
+    if op == FilterOperator.ALL and isinstance(value, list):  # a list: checked just above
         if not value:
             # "contains all of nothing" would match every point: refuse rather than guess.
             raise UnsupportedFilterError(

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
 
+# isort: split
+
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from pydantic import Field, PrivateAttr, field_validator
@@ -17,6 +19,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from m3_rag.cache import CachedEncoder
 from m3_rag.scoring import combine_scores, dense_scores, lexical_scores, maxsim_scores
 from m3_rag.store.queries import check_weights, model_weights
+from m3_rag.types import require_output
 from m3_rag_llamaindex.embedding import as_cached
 
 __all__ = ["M3RerankPostprocessor"]
@@ -62,16 +65,16 @@ class M3RerankPostprocessor(BaseNodePostprocessor):
         docs = self._encoder.encode_documents(
             [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes], outputs=wanted
         )
-        colbert = maxsim_scores(q.colbert[0], docs.colbert)
+        colbert = maxsim_scores(require_output(q.colbert, "colbert")[0], require_output(docs.colbert, "colbert"))
         if self.score == "colbert":
             scores = colbert
         else:
             weights = self.weights if self.weights is not None else model_weights(self._encoder)
-            scores = combine_scores(
-                dense_scores(q.dense[0], docs.dense), lexical_scores(q.sparse[0], docs.sparse), colbert, weights=weights
-            )
+            dense = dense_scores(require_output(q.dense, "dense")[0], require_output(docs.dense, "dense"))
+            lexical = lexical_scores(require_output(q.sparse, "sparse")[0], require_output(docs.sparse, "sparse"))
+            scores = combine_scores(dense, lexical, colbert, weights=weights)
         out = []
-        for n, s in zip(nodes, scores):
+        for n, s in zip(nodes, scores, strict=True):
             # A copy: the node object may be shared with a docstore or a cache.
             node = n.node.model_copy(deep=True)
             node.metadata[self.score_key] = n.score
@@ -80,5 +83,5 @@ class M3RerankPostprocessor(BaseNodePostprocessor):
                 if self.score_key not in keys:
                     keys.append(self.score_key)
             out.append(NodeWithScore(node=node, score=float(s)))
-        out.sort(key=lambda n: n.score, reverse=True)
+        out.sort(key=lambda n: n.get_score(raise_error=True), reverse=True)
         return out if self.top_n is None else out[: self.top_n]

@@ -24,6 +24,8 @@ from typing import Any
 
 from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
 
+# isort: split
+
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
 from llama_index.core.vector_stores.types import MetadataFilters
@@ -50,7 +52,7 @@ class _CallOptions:
 
 # Per-call overrides travel in a context variable: BaseRetriever.retrieve() takes only the
 # query, and a contextvar is private to each thread and asyncio task.
-_CALL: contextvars.ContextVar[_CallOptions] = contextvars.ContextVar("m3_retriever_call", default=_CallOptions())
+_CALL: contextvars.ContextVar[_CallOptions] = contextvars.ContextVar("m3_retriever_call", default=_CallOptions())  # noqa: B039  (a frozen dataclass: immutable)
 
 
 class M3Retriever(BaseRetriever):
@@ -89,7 +91,7 @@ class M3Retriever(BaseRetriever):
         self._fetch_k = fetch_k
         super().__init__(**kwargs)
 
-    def retrieve(  # type: ignore[override]
+    def retrieve(
         self, str_or_query_bundle: QueryType, *, mode: SearchMode | None = None, k: int | None = None,
         filters: MetadataFilters | None = None, lambda_mult: float | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip
@@ -101,7 +103,7 @@ class M3Retriever(BaseRetriever):
         finally:
             _CALL.reset(token)
 
-    async def aretrieve(  # type: ignore[override]
+    async def aretrieve(
         self, str_or_query_bundle: QueryType, *, mode: SearchMode | None = None, k: int | None = None,
         filters: MetadataFilters | None = None, lambda_mult: float | None = None,
     ) -> list[NodeWithScore]:  # fmt: skip

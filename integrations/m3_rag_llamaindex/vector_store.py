@@ -43,6 +43,8 @@ import numpy as np
 
 from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
 
+# isort: split
+
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
@@ -55,11 +57,11 @@ from pydantic import Field, PrivateAttr, field_validator
 from tqdm.auto import tqdm
 
 from m3_rag.cache import CachedEncoder
-from m3_rag.store.schema import ColbertDatatype
 from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store, StoredPoint
-from m3_rag.store.queries import check_weights
 from m3_rag.store.filters import And, Condition, FilterNode
-from m3_rag.types import M3Output
+from m3_rag.store.queries import check_weights
+from m3_rag.store.schema import ColbertDatatype
+from m3_rag.types import M3Output, require_output
 from m3_rag.validation import as_list
 from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached
 from m3_rag_llamaindex.filters import to_core_filter
@@ -160,15 +162,14 @@ class M3VectorStore(BasePydanticVectorStore):
                     f"location={location!r}, url={url!r}."
                 )
             self._encoder = as_cached(encoder, cache_size)
-            options = {"api_key": api_key, "collection": collection, "colbert_datatype": colbert_datatype,
-                       "colbert_pool_factor": colbert_pool_factor}  # fmt: skip
+            options: dict[str, Any] = {"api_key": api_key, "collection": collection, "colbert_datatype": colbert_datatype,
+                                       "colbert_pool_factor": colbert_pool_factor}  # fmt: skip
             self._store = M3Store(self._encoder, path, location=location, url=url, **options)
             if url is not None:
                 self._astore = AsyncM3Store(self._encoder, url=url, **options)
             return
         self._store, self._astore = store, async_store
-        core = store if store is not None else async_store
-        self._encoder = as_cached(encoder if encoder is not None else core.encoder, cache_size)
+        self._encoder = as_cached(encoder if encoder is not None else self.core_store.encoder, cache_size)
 
     @field_validator("weights")
     @classmethod
@@ -193,7 +194,11 @@ class M3VectorStore(BasePydanticVectorStore):
     @property
     def core_store(self) -> M3Store | AsyncM3Store:
         """The core store behind this one (the sync one if there is one), for its schema and weights."""
-        return self._store if self._store is not None else self._astore  # type: ignore[return-value]
+        if self._store is not None:
+            return self._store
+        if self._astore is not None:
+            return self._astore
+        raise RuntimeError("this M3VectorStore has no core store (neither store= nor async_store=); it was not built.")
 
     @property
     def encoder(self) -> CachedEncoder:
@@ -255,8 +260,8 @@ class M3VectorStore(BasePydanticVectorStore):
         """Delete the nodes that have one of ``node_ids`` and match ``filters`` (both, when both
         are given, as LlamaIndex's stores do); one of them is needed (``clear()`` deletes all)."""
         ids, flt = _selection(node_ids, filters, "delete_nodes")
-        if flt is None:
-            self._sync().delete(ids)
+        if flt is None:  # ids alone: a list
+            self._sync().delete(ids or [])
         else:
             self._sync().delete_where(flt)
 
@@ -264,8 +269,8 @@ class M3VectorStore(BasePydanticVectorStore):
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
     ) -> None:
         ids, flt = _selection(node_ids, filters, "adelete_nodes")
-        if flt is None:
-            await self.aclient.delete(ids)
+        if flt is None:  # ids alone: a list
+            await self.aclient.delete(ids or [])
         else:
             await self.aclient.delete_where(flt)
 
@@ -283,14 +288,14 @@ class M3VectorStore(BasePydanticVectorStore):
         store's order."""
         ids, flt = _selection(node_ids, filters, "get_nodes")
         store = self._sync()
-        return _to_nodes(store.get(ids) if flt is None else store.scroll(flt, limit=None)[0], ids)
+        return _to_nodes(store.get(ids or []) if flt is None else store.scroll(flt, limit=None)[0], ids)
 
     async def aget_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None
     ) -> list[BaseNode]:
         ids, flt = _selection(node_ids, filters, "aget_nodes")
         store = self.aclient
-        return _to_nodes(await store.get(ids) if flt is None else (await store.scroll(flt, limit=None))[0], ids)
+        return _to_nodes(await store.get(ids or []) if flt is None else (await store.scroll(flt, limit=None))[0], ids)
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Search in ``query.mode`` (see the module docstring); ``kwargs``: the MMR options."""
@@ -338,11 +343,11 @@ class M3VectorStore(BasePydanticVectorStore):
             k = query.similarity_top_k
             fetch_k, lambda_mult = _mmr_options(query, kwargs)
             if query.query_embedding is not None:
-                return "search_mmr_by_vector", (self._embedding(query), k, fetch_k, lambda_mult, flt)
+                return "search_mmr_by_vector", (self._embedding(query.query_embedding), k, fetch_k, lambda_mult, flt)
             return "search_mmr_encoded", (self._encode_text(query), k, fetch_k, lambda_mult, "dense", flt)
         mode, k, prefetch_k, weights = self._plan(query)
         if mode == "dense" and query.query_embedding is not None:
-            return "search_by_vector", (self._embedding(query), k, flt)
+            return "search_by_vector", (self._embedding(query.query_embedding), k, flt)
         return "search_encoded", (self._encode_text(query), mode, k, flt, prefetch_k, weights)
 
     def _plan(
@@ -383,16 +388,15 @@ class M3VectorStore(BasePydanticVectorStore):
             weights = (query.alpha, 1.0 - query.alpha, self._weights()[2])
         return self.hybrid_mode, k, prefetch_k, weights
 
-    def _embedding(self, query: VectorStoreQuery) -> list[float]:
-        """The embedding the retriever computed (through store.embed_model, normally); the core
-        store refuses NaN and other sizes too, this says which embed_model to use."""
-        emb = query.query_embedding
-        if len(emb) != self._encoder.dense_dim:  # type: ignore[arg-type]
+    def _embedding(self, emb: list[float]) -> list[float]:
+        """``emb``, the query embedding the retriever computed (through store.embed_model, normally);
+        the core store refuses NaN and other sizes too, this says which embed_model to use."""
+        if len(emb) != self._encoder.dense_dim:
             raise ValueError(
-                f"query embedding has {len(emb)} dimensions; the store's model gives "  # type: ignore[arg-type]
+                f"query embedding has {len(emb)} dimensions; the store's model gives "
                 f"{self._encoder.dense_dim}. Fix: use store.embed_model as the index's embed_model."
             )
-        return emb  # type: ignore[return-value]
+        return emb
 
     def _encode_text(self, query: VectorStoreQuery) -> M3Output:
         if not query.query_str:
@@ -475,7 +479,7 @@ def _check_embeddings(nodes: Sequence[BaseNode], encoded: M3Output) -> None:
         if node.embedding is None:
             continue
         given = np.asarray(node.embedding, dtype=np.float32)
-        ours = encoded.dense[i]
+        ours = require_output(encoded.dense, "dense")[i]
         if given.shape != ours.shape:
             raise ValueError(
                 f"node {node.node_id!r} carries a {given.shape[0]}-dim embedding; this store's model gives "

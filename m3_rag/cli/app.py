@@ -11,7 +11,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -45,14 +45,14 @@ app = typer.Typer(
 ModelOpt = Annotated[
     str, typer.Option("--model", "-m", envvar="M3_RAG_MODEL", help="hub id, local BGE-M3-layout folder, or 'm3-mini'")
 ]
-DeviceOpt = Annotated[Optional[str], typer.Option(help="cpu, cuda, cuda:1 ... (default: CUDA when present)")]
-DtypeOpt = Annotated[Optional[str], typer.Option(help="float32, float16 or bfloat16 (default: float16 on CUDA, float32 on CPU)")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: CUDA when present)")]
+DtypeOpt = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 (default: float16 on CUDA, float32 on CPU)")]
 PathOpt = Annotated[Path, typer.Option("--path", "-p", help="Qdrant Edge index folder (embedded, on disk)")]
-UrlOpt = Annotated[Optional[str], typer.Option(help="Qdrant server URL instead of --path, e.g. http://localhost:6333")]
-ApiKeyOpt = Annotated[Optional[str], typer.Option(envvar="QDRANT_API_KEY", help="Qdrant server API key")]
+UrlOpt = Annotated[str | None, typer.Option(help="Qdrant server URL instead of --path, e.g. http://localhost:6333")]
+ApiKeyOpt = Annotated[str | None, typer.Option(envvar="QDRANT_API_KEY", help="Qdrant server API key")]
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="collection name")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of text")]
-ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="progress bars (default: when stderr is a terminal)", show_default=False)]
+ProgressOpt = Annotated[bool | None, typer.Option("--progress/--no-progress", help="progress bars (default: when stderr is a terminal)", show_default=False)]
 
 
 def _show_progress(flag: bool | None) -> bool:
@@ -85,21 +85,21 @@ def index_command(
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
     collection: CollectionOpt = "m3",
-    shards: Annotated[Optional[int], typer.Option(help="--url only: shards of a new collection")] = None,
-    replicas: Annotated[Optional[int], typer.Option(help="--url only: replication factor of a new collection")] = None,
+    shards: Annotated[int | None, typer.Option(help="--url only: shards of a new collection")] = None,
+    replicas: Annotated[int | None, typer.Option(help="--url only: replication factor of a new collection")] = None,
     chunk_tokens: Annotated[int, typer.Option(help="tokens per chunk (model tokenizer)")] = 256,
     overlap_tokens: Annotated[int, typer.Option(help="tokens shared by consecutive chunks")] = 32,
     batch_size: Annotated[int, typer.Option(help="chunks per forward pass and write")] = 32,
     max_file_bytes: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(help="most bytes read per file (default 64 MiB); a bigger file in a folder is skipped, one named is an error"),
     ] = None,
     pool_factor: Annotated[
-        Optional[int],
+        int | None,
         typer.Option(help="a new collection's ColBERT pool factor (1: every token; default: the collection's, else 3)"),
     ] = None,
     colbert_datatype: Annotated[
-        Optional[str],
+        str | None,
         typer.Option(help="a new collection's ColBERT storage: turbo4 (default), turbo8, float16 or float32"),
     ] = None,
     progress: ProgressOpt = None,
@@ -126,7 +126,7 @@ def index_command(
     if (shards or replicas) and not url:
         raise CliError("--shards/--replicas need a Qdrant server (--url); an Edge folder is one local shard.", EXIT_USAGE)
     try:  # checked before the model loads, with the store's own rules
-        ColbertSettings(colbert_datatype or DEFAULT_COLBERT.datatype, DEFAULT_COLBERT.pool_factor if pool_factor is None else pool_factor)  # type: ignore[arg-type]
+        ColbertSettings.validated(colbert_datatype or DEFAULT_COLBERT.datatype, DEFAULT_COLBERT.pool_factor if pool_factor is None else pool_factor)
     except ValueError as exc:
         raise CliError(f"--pool-factor/--colbert-datatype: {exc}", EXIT_USAGE) from exc
     encoder = load_encoder(ModelOptions(model, device, dtype))
@@ -178,7 +178,7 @@ def search_command(
     mode: Annotated[str, typer.Option(help="dense, sparse, hybrid, hybrid+rerank or m3")] = "hybrid+rerank",
     k: Annotated[int, typer.Option("-k", "--k", help="number of hits")] = 5,
     filter: Annotated[
-        Optional[str], typer.Option("--filter", "-f", help='metadata filter, Mongo-style JSON, e.g. \'{"file": "a.md"}\'')
+        str | None, typer.Option("--filter", "-f", help='metadata filter, Mongo-style JSON, e.g. \'{"file": "a.md"}\'')
     ] = None,
     model: ModelOpt = DEFAULT_CLI_MODEL,
     device: DeviceOpt = None,
@@ -224,11 +224,11 @@ def search_command(
 @app.command("delete")
 def delete_command(
     source: Annotated[
-        Optional[list[Path]], typer.Option("--source", "-s", help="delete every chunk of this indexed file (repeatable)")
+        list[Path] | None, typer.Option("--source", "-s", help="delete every chunk of this indexed file (repeatable)")
     ] = None,
-    ids: Annotated[Optional[list[str]], typer.Option("--id", help="delete this chunk id, e.g. 'PATH:0' (repeatable)")] = None,
+    ids: Annotated[list[str] | None, typer.Option("--id", help="delete this chunk id, e.g. 'PATH:0' (repeatable)")] = None,
     filter: Annotated[
-        Optional[str], typer.Option("--filter", "-f", help='delete every chunk matching this metadata filter (JSON, as search --filter)')
+        str | None, typer.Option("--filter", "-f", help='delete every chunk matching this metadata filter (JSON, as search --filter)')
     ] = None,
     all_chunks: Annotated[bool, typer.Option("--all", help="delete every chunk (needs --yes)")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="confirm --all")] = False,
@@ -303,8 +303,8 @@ def demo_command(
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     k: Annotated[int, typer.Option("-k", "--k", help="hits shown per mode")] = 3,
-    path: Annotated[Optional[Path], typer.Option(help="keep the demo index here (default: a temporary folder)")] = None,
-    query: Annotated[Optional[list[str]], typer.Option("--query", "-q", help="your own query (repeatable)")] = None,
+    path: Annotated[Path | None, typer.Option(help="keep the demo index here (default: a temporary folder)")] = None,
+    query: Annotated[list[str] | None, typer.Option("--query", "-q", help="your own query (repeatable)")] = None,
     progress: ProgressOpt = None,
 ) -> None:
     """Index the shipped corpus into a Qdrant Edge folder and compare all five modes, offline."""

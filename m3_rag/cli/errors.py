@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import click
 import typer
@@ -32,7 +33,8 @@ def _exception_modules() -> list:
     return list({id(m): m for m in mods}.values())
 
 
-def _classes(name: str) -> tuple[type, ...]:
+def _classes(name: str) -> tuple[type[Any], ...]:
+    # Exception classes of Click or of Typer's copy of it: they share no base class to name here.
     return tuple(getattr(m, name) for m in _exception_modules() if hasattr(m, name))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperCommand
@@ -78,32 +78,32 @@ def eval_command(
     folder: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")],
     model: Annotated[str, typer.Option(help="model dir, hub id or 'm3-mini'")] = "m3-mini",
     split: Annotated[str, typer.Option(help="qrels split to evaluate")] = "test",
-    max_queries: Annotated[Optional[int], typer.Option(help="seeded sample of queries (smoke runs)")] = None,
-    max_docs: Annotated[Optional[int], typer.Option(help="docs kept: all relevant + seeded distractors")] = None,
+    max_queries: Annotated[int | None, typer.Option(help="seeded sample of queries (smoke runs)")] = None,
+    max_docs: Annotated[int | None, typer.Option(help="docs kept: all relevant + seeded distractors")] = None,
     seed: int = 0,
-    weights: Annotated[Optional[str], typer.Option(help="dense,sparse,colbert (default: the model's)")] = None,
+    weights: Annotated[str | None, typer.Option(help="dense,sparse,colbert (default: the model's)")] = None,
     pipeline: Annotated[bool, typer.Option(help="also run the Qdrant Edge store modes")] = True,
-    index_path: Annotated[Optional[Path], typer.Option(help="keep the Edge index here (default: temp dir)")] = None,
-    prefetch_k: Annotated[Optional[int], typer.Option(help="store prefetch size per mode")] = None,
-    pool_factor: Annotated[Optional[list[str]], typer.Option(
+    index_path: Annotated[Path | None, typer.Option(help="keep the Edge index here (default: temp dir)")] = None,
+    prefetch_k: Annotated[int | None, typer.Option(help="store prefetch size per mode")] = None,
+    pool_factor: Annotated[list[str] | None, typer.Option(
         "--pool-factor", metavar="INT[,INT...]",
         help="ColBERT pool factor of the pipeline's index (1: every token vector; default: the store's); "
              "several values (1,2,3 or repeated) run the pipeline once per value")] = None,
-    colbert_datatype: Annotated[Optional[list[str]], typer.Option(
+    colbert_datatype: Annotated[list[str] | None, typer.Option(
         "--colbert-datatype", metavar="DTYPE[,DTYPE...]",
         help="ColBERT storage datatype of the pipeline's index: float16, float32, turbo8 or turbo4 (default: the store's); several values "
              "(float16,turbo8 or repeated) run the pipeline once per value, times each --pool-factor")] = None,
-    query_max_length: Annotated[Optional[int], typer.Option(help="query max tokens (default: the encoder's)")] = None,
-    doc_max_length: Annotated[Optional[int], typer.Option(help="document max tokens (default: the encoder's)")] = None,
-    state_cache: Annotated[Optional[Path], typer.Option(help="apply the heads to backbone states cached here "
+    query_max_length: Annotated[int | None, typer.Option(help="query max tokens (default: the encoder's)")] = None,
+    doc_max_length: Annotated[int | None, typer.Option(help="document max tokens (default: the encoder's)")] = None,
+    state_cache: Annotated[Path | None, typer.Option(help="apply the heads to backbone states cached here "
                                                         "(fast re-evaluation of heads on a frozen backbone)")] = None,
     select_weights: Annotated[bool, typer.Option(help="pick mode weights on this split (use a TRAINING split)")] = False,
     write_weights: Annotated[bool, typer.Option(help="with --select-weights: store them in MODEL/m3_config.json")] = False,
     weight_step: Annotated[float, typer.Option(help="with --select-weights: grid step over the simplex")] = 0.1,
     min_weight: Annotated[float, typer.Option(help="with --select-weights: smallest weight of any mode (0 allows "
                                               "single-mode and pair corners)")] = 0.1,
-    device: Optional[str] = None,
-    output: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON here")] = None,
+    device: str | None = None,
+    output: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")] = None,
     progress: bool = True,
 ) -> None:
     """Exhaustive dense/sparse/colbert/dense+sparse/all and store hybrid+rerank/m3, in one table."""

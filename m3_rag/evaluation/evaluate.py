@@ -40,24 +40,23 @@ def evaluate(
         raise ValueError("both weights and select_weights given; expected one (fixed weights, or choose them)")
     # Fixed weights are checked before the (long) encode: bad ones fail at once.
     grid = pipeline_grid(colbert_pool_factor, colbert_datatype)  # bad storage options fail here too
-    if select_weights:
-        w = None
-    else:
-        w = check_weights(weights) if weights is not None else model_weights(encoder)
+    fixed = None if select_weights else (check_weights(weights) if weights is not None else model_weights(encoder))
     queries = encoder.encode_queries(data.query_texts)
     corpus = encode_corpus(encoder, data.doc_texts, show_progress=show_progress)
     scores = score_matrices(queries, corpus, show_progress=show_progress)
     choice = None
-    if select_weights:
+    if fixed is None:  # select_weights
         from m3_rag.evaluation.weights import select_weights as choose
 
         choice = choose(scores, data, step=weight_step, min_weight=min_weight)
         w = choice.weights
+    else:
+        w = fixed
     runs = exhaustive_runs(queries, corpus, data, w, scores=scores, show_progress=show_progress)
     pipeline_colbert: dict = {}
     if pipeline:
         found, pipeline_colbert = pipeline_grid_runs(encoder, queries, corpus, data, w, grid=grid, index_path=index_path,
                                                      prefetch_k=prefetch_k, show_progress=show_progress)  # fmt: skip
         runs.update(found)
-    return EvalReport(data.name, model_name, len(data.query_ids), len(data.doc_ids), w,  # type: ignore[arg-type]
+    return EvalReport(data.name, model_name, len(data.query_ids), len(data.doc_ids), w,
                       score_runs(runs, data.qrels), weight_choice=choice, pipeline_colbert=pipeline_colbert)  # fmt: skip

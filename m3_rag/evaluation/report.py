@@ -73,7 +73,8 @@ class EvalReport:
 def score_runs(runs: dict[str, dict[str, dict[str, float]]], qrels: dict[str, dict[str, int]]) -> list[ModeScore]:
     """nDCG@10 and Recall@100 of each run with ranx (queries without hits count as 0)."""
     try:
-        from ranx import Qrels, Run, evaluate as ranx_evaluate
+        from ranx import Qrels, Run
+        from ranx import evaluate as ranx_evaluate
     except ImportError as exc:
         raise ImportError('evaluation needs the ranx metrics library. Fix: pip install "m3-rag[eval]"') from exc
 

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from m3_rag.evaluation.beir import BeirData
 from m3_rag.scoring import combine_scores
-from m3_rag.types import M3Output, SparseVector
+from m3_rag.types import M3Output, SparseVector, require_output
 
 __all__ = [
     "EXHAUSTIVE_MODES",
@@ -125,15 +125,17 @@ def _top(scores: np.ndarray, query_ids: Sequence[str], doc_ids: Sequence[str], k
 
 def score_matrices(queries: M3Output, corpus: M3Output, *, show_progress: bool = True) -> dict[str, np.ndarray]:
     """``[n_queries, n_docs]`` scores of the three single modes, exhaustively."""
+    q_sparse, d_sparse = require_output(queries.sparse, "sparse"), require_output(corpus.sparse, "sparse")
     vocab = 1 + max(
-        max((int(v.indices.max()) for v in corpus.sparse if len(v)), default=0),
-        max((int(v.indices.max()) for v in queries.sparse if len(v)), default=0),
+        max((int(v.indices.max()) for v in d_sparse if len(v)), default=0),
+        max((int(v.indices.max()) for v in q_sparse if len(v)), default=0),
     )
-    sparse = (_sparse_matrix(queries.sparse, vocab) @ _sparse_matrix(corpus.sparse, vocab).T).toarray()
+    sparse = (_sparse_matrix(q_sparse, vocab) @ _sparse_matrix(d_sparse, vocab).T).toarray()
+    q_colbert, d_colbert = require_output(queries.colbert, "colbert"), require_output(corpus.colbert, "colbert")
     return {
-        "dense": (queries.dense @ corpus.dense.T).astype(np.float32),
+        "dense": (require_output(queries.dense, "dense") @ require_output(corpus.dense, "dense").T).astype(np.float32),
         "sparse": sparse.astype(np.float32),
-        "colbert": _maxsim_all(queries.colbert, corpus.colbert, show_progress=show_progress),
+        "colbert": _maxsim_all(q_colbert, d_colbert, show_progress=show_progress),
     }
 
 
@@ -221,6 +223,7 @@ def _pipeline_index_runs(
     collection = pipeline_collection(colbert_pool_factor, colbert_datatype)
     with tempfile.TemporaryDirectory(prefix="m3-eval-") as tmp:
         path = Path(index_path) if index_path else Path(tmp) / "index"
+        # colbert_datatype: the caller's str (pipeline_runs takes any); M3Store validates it.
         store = M3Store(encoder, path=path, collection=collection, colbert_pool_factor=colbert_pool_factor,
                         colbert_datatype=colbert_datatype)  # type: ignore[arg-type]  # fmt: skip
         try:
@@ -230,7 +233,7 @@ def _pipeline_index_runs(
             for start in tqdm(range(0, len(data.doc_ids), 512), desc=desc, disable=not show_progress):
                 rows = range(start, min(start + 512, len(data.doc_ids)))
                 part = corpus.select(rows)
-                part = M3Output(part.dense, part.sparse, [c.astype(np.float32) for c in part.colbert],
+                part = M3Output(part.dense, part.sparse, [c.astype(np.float32) for c in require_output(part.colbert, "colbert")],
                                 part.token_counts, part.truncated)  # fmt: skip
                 store.add_encoded([data.doc_texts[i] for i in rows], part, ids=[data.doc_ids[i] for i in rows])
             runs: dict[str, dict[str, dict[str, float]]] = {m: {} for m in modes}

@@ -53,11 +53,11 @@ def weight_grid(step: float = 0.1, min_weight: float = 0.0) -> list[tuple[float,
 def select_weights(scores: dict[str, np.ndarray], data: BeirData, *, step: float = 0.1, min_weight: float = 0.0,
                    grid: Sequence[tuple[float, float, float]] | None = None) -> WeightChoice:  # fmt: skip
     """The grid point whose ``all`` score has the best nDCG@10 on ``data`` (ties: first in grid order)."""
-    tried = []
+    tried: list[tuple[tuple[float, float, float], float]] = []
     for w in grid or weight_grid(step, min_weight):
         combined = combine_scores(scores["dense"], scores["sparse"], scores["colbert"], weights=w)
         run = top_run(combined, data.query_ids, data.doc_ids, k=10)
         (result,) = score_runs({"all": run}, data.qrels)
-        tried.append((tuple(w), result.ndcg10))
+        tried.append(((w[0], w[1], w[2]), result.ndcg10))  # a tuple even if the grid holds lists
     best = max(tried, key=lambda t: t[1])
-    return WeightChoice(best[0], best[1], tried)  # type: ignore[arg-type]
+    return WeightChoice(best[0], best[1], tried)

@@ -88,7 +88,7 @@ class TokenChunker:
         offsets = [offsets[i] for i in keep]
         words = [words[i] for i in keep]
         n = len(offsets)
-        size, stride = self.config.chunk_tokens, self.config.stride
+        size = self.config.chunk_tokens
         chunks: list[Chunk] = []
         start = 0
         while start < n:

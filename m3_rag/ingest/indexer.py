@@ -132,7 +132,7 @@ def _plan_file(file: SourceFile, chunker: TokenChunker, model_name: str, max_byt
     docs = list(parse_documents(file, data))
     fingerprint = _fingerprint(data, chunker.config, model_name)
     chunks: list[PlannedChunk] = []
-    for doc, pieces in zip(docs, chunker.chunk_many([d.text for d in docs])):
+    for doc, pieces in zip(docs, chunker.chunk_many([d.text for d in docs]), strict=True):
         for piece in pieces:
             meta = dict(doc.metadata, chunk=piece.index, n_chunks=len(pieces))
             chunks.append(PlannedChunk(f"{doc.key}:{piece.index}", piece.text, meta))

@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+if TYPE_CHECKING:
+    from qdrant_client import AsyncQdrantClient, QdrantClient
 
 __all__ = ["Connection", "ConnectionKind", "CONNECTION_FIELDS"]
 
@@ -14,6 +17,7 @@ ConnectionKind = Literal["path", "location", "url", "client"]
 #: The constructor keywords a :class:`Connection` is made of (the stores and adapters take them too).
 CONNECTION_FIELDS = ("path", "location", "url", "client", "api_key", "prefer_grpc", "shard_number", "replication_factor")
 _SERVER_ONLY = ("api_key", "prefer_grpc")
+_Client = TypeVar("_Client", "QdrantClient", "AsyncQdrantClient")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class Connection:
     def kind(self) -> ConnectionKind:
         for k in ("path", "location", "url"):
             if getattr(self, k) is not None:
-                return k  # type: ignore[return-value]
+                return k
         return "client"
 
     def describe(self) -> str:
@@ -78,24 +82,27 @@ class Connection:
     def backend(self, collection: str, *, asynchronous: bool) -> Any:
         """The backend over this connection: Edge for ``path``, else qdrant-client
         (``AsyncQdrantClient`` and the async backends when ``asynchronous``)."""
-        if self.kind == "path":
+        if self.path is not None:  # kind "path"
             from m3_rag.store.backends.base import ThreadedBackend
             from m3_rag.store.backends.edge import EdgeBackend
 
-            edge = EdgeBackend(self.path, collection)  # type: ignore[arg-type]
+            edge = EdgeBackend(self.path, collection)
             return ThreadedBackend(edge) if asynchronous else edge
         from qdrant_client import AsyncQdrantClient, QdrantClient
 
         from m3_rag.store.backends.client import AsyncClientBackend, ClientBackend, ServerOptions
 
-        client_cls = AsyncQdrantClient if asynchronous else QdrantClient
+        options = ServerOptions(self.shard_number, self.replication_factor)
+        if asynchronous:
+            return AsyncClientBackend(self._qdrant_client(AsyncQdrantClient), collection, options)
+        return ClientBackend(self._qdrant_client(QdrantClient), collection, options)
+
+    def _qdrant_client(self, client_cls: type[_Client]) -> _Client:
+        """The ``client`` given, or a new ``client_cls`` for ``location``/``url``."""
         if self.kind == "client":
             if not isinstance(self.client, client_cls):
                 raise TypeError(f"client= takes a qdrant_client.{client_cls.__name__}, found {type(self.client).__name__}.")
-            qc = self.client
-        elif self.kind == "location":
-            qc = client_cls(location=self.location, **self.client_kwargs)
-        else:
-            qc = client_cls(url=self.url, api_key=self.api_key, prefer_grpc=self.prefer_grpc, **self.client_kwargs)
-        backend_cls = AsyncClientBackend if asynchronous else ClientBackend
-        return backend_cls(qc, collection, ServerOptions(self.shard_number, self.replication_factor))
+            return self.client
+        if self.kind == "location":
+            return client_cls(location=self.location, **self.client_kwargs)
+        return client_cls(url=self.url, api_key=self.api_key, prefer_grpc=self.prefer_grpc, **self.client_kwargs)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence, Sized
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -30,13 +30,27 @@ from m3_rag.store.backends.base import Hit
 from m3_rag.store.connection import Connection
 from m3_rag.store.filters import Condition, FilterLike, FilterNode, as_filter
 from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
-from m3_rag.store.names import check_collection_name
 from m3_rag.store.ingest import attach_vectors, batched_inputs, max_colbert_rows, pool_documents, prepare_rows
+from m3_rag.store.names import check_collection_name
 from m3_rag.store.payload import DOC_ID_KEY, EXTRA_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.store.queries import (
-    DEFAULT_MODE, DEFAULT_RRF_K, MODE_OUTPUTS, Combine, Mode, MmrQuery, QueryPlan, VectorQuery, build_plan, check_mmr,
-    check_mode, check_weights, dense_query, mmr_plan, model_weights, rescore_plans,
-)  # fmt: skip
+    DEFAULT_MODE,
+    DEFAULT_RRF_K,
+    MODE_OUTPUTS,
+    Combine,
+    MmrQuery,
+    Mode,
+    QueryPlan,
+    VectorQuery,
+    build_plan,
+    check_mmr,
+    check_mode,
+    check_weights,
+    dense_query,
+    mmr_plan,
+    model_weights,
+    rescore_plans,
+)
 from m3_rag.store.results import SearchResult, StoredPoint
 from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
 from m3_rag.types import M3Output, OutputName
@@ -161,11 +175,24 @@ def combined_hits(hits: Sequence[Hit], combine: Combine, dense: Sequence[Hit], s
     dense_of = {h.point_id: h.score for h in dense}
     sparse_of = {h.point_id: h.score for h in sparse}
     scored = [
-        replace(hit, score=w_d * dense_of[hit.point_id] + w_s * sparse_of.get(hit.point_id, 0.0) + w_c * hit.colbert_sum)  # type: ignore[operator]
+        replace(hit, score=w_d * dense_of[hit.point_id] + w_s * sparse_of.get(hit.point_id, 0.0) + w_c * _colbert_sum(hit))
         for hit in hits
         if hit.point_id in dense_of
     ]
     return sorted(scored, key=lambda h: -h.score)[: combine.k]
+
+
+def _pick(column: list[R] | None, rows: Sequence[int]) -> list[R] | None:
+    """The ``rows`` of an optional input column (None: not given)."""
+    return None if column is None else [column[i] for i in rows]
+
+
+def _colbert_sum(hit: Hit) -> float:
+    if hit.colbert_sum is None:
+        raise ValueError(
+            f"hit {hit.point_id!r} has no ColBERT score (colbert_sum); expected the hits of a plan reranked by ColBERT."
+        )
+    return hit.colbert_sum
 
 
 def _stored_point(hit: Hit) -> StoredPoint:
@@ -288,21 +315,24 @@ class StoreOperations(StoreCore):
         """
         if skip_existing and ids is None:
             raise ValueError("skip_existing=True needs ids= to know what is stored. Fix: pass stable ids.")
-        total = len(texts) if hasattr(texts, "__len__") else None  # type: ignore[arg-type]
+        total = len(texts) if isinstance(texts, Sized) else None
         added: list[UserId] = []
         with tqdm(total=total, disable=not show_progress, unit="text", desc="indexing") as bar:
             for b_texts, b_ids, b_meta, b_docs, b_extra in batched_inputs(texts, ids, metadatas, doc_ids, extras, batch_size):
                 b_ids = b_ids if b_ids is not None else new_ids(len(b_texts))
                 rows = list(range(len(b_texts)))
                 if skip_existing:
-                    stored = {str(h.point_id) for h in await self._io(self.backend.retrieve, point_ids_of(b_ids))}
-                    rows = [i for i in rows if str(to_point_id(b_ids[i])) not in stored]
+                    existing = {str(h.point_id) for h in await self._io(self.backend.retrieve, point_ids_of(b_ids))}
+                    rows = [i for i in rows if str(to_point_id(b_ids[i])) not in existing]
                 if rows:
-                    pick = (lambda col: None if col is None else [col[i] for i in rows])  # noqa: E731
-                    sub_texts = pick(b_texts)
+                    sub_texts = [b_texts[i] for i in rows]
                     # Rows first: a bad text, id or payload fails before the model runs on it.
                     point_rows = prepare_rows(
-                        sub_texts, ids=pick(b_ids), metadatas=pick(b_meta), doc_ids=pick(b_docs), extras=pick(b_extra)
+                        sub_texts,
+                        ids=[b_ids[i] for i in rows],
+                        metadatas=_pick(b_meta, rows),
+                        doc_ids=_pick(b_docs, rows),
+                        extras=_pick(b_extra, rows),
                     )
                     encoded = await self._encode("documents", sub_texts, self.schema.outputs)
                     stored = await self._compute(self._documents_as_stored, encoded)
@@ -415,7 +445,7 @@ class StoreOperations(StoreCore):
             raise TypeError(f"query must be a str, found {type(query).__name__}. Fix: use search_mmr_encoded.")
         check_mmr(k, fetch_k, lambda_mult)
         outputs = tuple(dict.fromkeys((DENSE, *MODE_OUTPUTS[check_mode(mode, self.schema)])))
-        encoded = await self._encode("queries", [query], outputs)  # type: ignore[arg-type]
+        encoded = await self._encode("queries", [query], outputs)
         args = (k, fetch_k, lambda_mult, mode, filter, prefetch_k, weights, rrf_k)
         return await StoreOperations.search_mmr_encoded(self, encoded, *args)
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from m3_rag.store.payload import DOC_ID_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.validation import short_repr, unicode_problem
@@ -185,7 +185,7 @@ _EXPECTED = {
 
 @dataclass(frozen=True)
 class And:
-    items: tuple[FilterNode, ...]
+    items: Sequence[FilterNode]  # any sequence in; kept as a tuple
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", _children(self.items, "And"))
@@ -193,7 +193,7 @@ class And:
 
 @dataclass(frozen=True)
 class Or:
-    items: tuple[FilterNode, ...]
+    items: Sequence[FilterNode]  # any sequence in; kept as a tuple
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", _children(self.items, "Or"))
@@ -209,8 +209,8 @@ class Not:
         _check_depth(1 + filter_depth(self.item))
 
 
-FilterNode = Union[Condition, And, Or, Not]
-FilterLike = Union[FilterNode, Mapping[str, Any], None]
+FilterNode = Condition | And | Or | Not
+FilterLike = FilterNode | Mapping[str, Any] | None
 
 
 def _children(items: Any, name: str) -> tuple[FilterNode, ...]:

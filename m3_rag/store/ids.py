@@ -18,7 +18,6 @@ False
 from __future__ import annotations
 
 import uuid
-from typing import Union
 
 from m3_rag.validation import check_text, short_repr
 
@@ -27,8 +26,8 @@ __all__ = ["ID_NAMESPACE", "UserId", "PointId", "to_point_id", "check_user_id"]
 # Fixed forever: changing it would orphan every string id already stored.
 ID_NAMESPACE = uuid.UUID("5b0c6b6e-3f7a-4c3e-9a51-0d6e3f1b2c7d")
 
-UserId = Union[str, int]
-PointId = Union[str, int]
+UserId = str | int
+PointId = str | int
 
 
 def check_user_id(user_id: object) -> UserId:

@@ -13,7 +13,7 @@ same rule (Edge has no such limit, but one rule keeps scores alike everywhere). 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from m3_rag.pooling import pool_colbert, pooled_rows
-
 from m3_rag.store.ids import PointId, UserId, check_user_id, to_point_id
 from m3_rag.store.payload import build_payload
 from m3_rag.store.schema import StoreSchema
@@ -50,9 +49,9 @@ def pool_documents(encoded: M3Output, schema: StoreSchema, device: Any = None) -
     if not schema.has_colbert or encoded.colbert is None:
         return encoded
     factor = schema.colbert.pool_factor
-    max_rows = max_colbert_rows(schema.colbert_dim)  # type: ignore[arg-type]
+    max_rows = max_colbert_rows(schema.colbert_size)
     targets = [pooled_rows(c.shape[0], factor, max_rows) for c in encoded.colbert]
-    if all(t == c.shape[0] for t, c in zip(targets, encoded.colbert)):
+    if all(t == c.shape[0] for t, c in zip(targets, encoded.colbert, strict=True)):
         return encoded
     pooled = pool_colbert(encoded.colbert, targets, device=device)
     return replace(encoded, colbert=[p.detach().to("cpu", torch.float32).numpy() for p in pooled])
@@ -138,13 +137,15 @@ def attach_vectors(rows: Sequence[PointRow], encoded: M3Output, schema: StoreSch
             f"encoded dense vectors have shape {found}; expected ({n}, {schema.dense_dim}) for {n} texts. "
             "Fix: encode the same texts with the store's encoder (all its outputs)."
         )
-    if schema.has_sparse and (encoded.sparse is None or len(encoded.sparse) != n):
+    sparse = encoded.sparse if schema.has_sparse else None
+    if schema.has_sparse and (sparse is None or len(sparse) != n):
         raise ValueError(f"the store holds sparse vectors; the encoded batch has {_count(encoded.sparse)} for {n} texts.")
+    colbert = encoded.colbert if schema.has_colbert else None
     if schema.has_colbert:
-        if encoded.colbert is None or len(encoded.colbert) != n:
+        if colbert is None or len(colbert) != n:
             raise ValueError(f"the store holds colbert vectors; the encoded batch has {_count(encoded.colbert)} for {n} texts.")
-        max_rows = max_colbert_rows(schema.colbert_dim)  # type: ignore[arg-type]
-        for i, c in enumerate(encoded.colbert):
+        max_rows = max_colbert_rows(schema.colbert_size)
+        for i, c in enumerate(colbert):
             if c.ndim != 2 or c.shape[1] != schema.colbert_dim or not 1 <= c.shape[0] <= max_rows:
                 raise ValueError(
                     f"colbert vectors of text {i} have shape {c.shape}; expected (1 <= t <= {max_rows}, "
@@ -160,8 +161,8 @@ def attach_vectors(rows: Sequence[PointRow], encoded: M3Output, schema: StoreSch
             id=row.id,
             payload=row.payload,
             dense=encoded.dense[i],
-            sparse=encoded.sparse[i] if schema.has_sparse else None,  # type: ignore[index]
-            colbert=encoded.colbert[i] if schema.has_colbert else None,  # type: ignore[index]
+            sparse=sparse[i] if sparse is not None else None,
+            colbert=colbert[i] if colbert is not None else None,
         )
         for i, row in enumerate(rows)
     ]
@@ -189,7 +190,7 @@ def batched_inputs(
         raise TypeError("texts is a single str; expected a list (or iterable) of texts. Fix: pass [text].")
     columns = [texts, ids, metadatas, doc_ids, extras]
     names = ["texts", "ids", "metadatas", "doc_ids", "extras"]
-    sized = {names[j]: len(c) for j, c in enumerate(columns) if c is not None and hasattr(c, "__len__")}
+    sized = {names[j]: len(c) for j, c in enumerate(columns) if c is not None and isinstance(c, Sized)}
     if len(set(sized.values())) > 1:
         # Lists are checked up front, so nothing is written from a mismatched call.
         raise ValueError(f"inputs have different lengths {sized}; expected one entry per text.")
@@ -199,11 +200,9 @@ def batched_inputs(
         chunk = list(itertools.islice(rows, batch_size))
         if not chunk:
             return
-        cols = list(zip(*chunk))
-        yield (
-            list(cols[0]),
-            *(list(cols[j]) if columns[j] is not None else None for j in range(1, 5)),  # type: ignore[misc]
-        )
+        cols = list(zip(*chunk, strict=True))
+        given = [list(c) if columns[j] is not None else None for j, c in enumerate(cols)]
+        yield list(cols[0]), given[1], given[2], given[3], given[4]
 
 
 def _zip_checked(iters: list[Iterator], columns: list, names: list[str]) -> Iterator[tuple]:
@@ -213,6 +212,6 @@ def _zip_checked(iters: list[Iterator], columns: list, names: list[str]) -> Iter
             short = [names[given[j]] for j, v in enumerate(row) if v is _MISSING]
             raise ValueError(f"{', '.join(short)} ran out before texts/the others; expected one entry per text.")
         full: list = [None] * 5
-        for j, v in zip(given, row):
+        for j, v in zip(given, row, strict=True):
             full[j] = v
         yield tuple(full)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeGuard, TypeVar
 
 import numpy as np
 
@@ -100,7 +100,7 @@ class RrfFusion:
 @dataclass(frozen=True, eq=False)
 class Prefetch:
     limit: int
-    query: VectorQuery | RrfFusion | None = None
+    query: VectorQuery | RrfFusion | MmrQuery | None = None
     prefetches: tuple[Prefetch, ...] = ()
 
 
@@ -119,7 +119,7 @@ class Combine:
 @dataclass(frozen=True, eq=False)
 class QueryPlan:
     limit: int
-    query: Union[VectorQuery, RrfFusion, MmrQuery]
+    query: VectorQuery | RrfFusion | MmrQuery
     prefetches: tuple[Prefetch, ...] = ()
     filter: FilterNode | None = None
     # What to divide the backend's score by to report BGE-M3's scale (ColBERT: n query tokens).
@@ -131,11 +131,15 @@ class QueryPlan:
     combine: Combine | None = None
 
 
+def _is_mode(mode: str) -> TypeGuard[Mode]:
+    return mode in MODE_OUTPUTS
+
+
 def check_mode(mode: str, schema: StoreSchema) -> Mode:
-    if mode not in MODE_OUTPUTS:
+    if not _is_mode(mode):
         raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}.")
     schema.require(MODE_OUTPUTS[mode], f"mode {mode!r}")
-    return mode  # type: ignore[return-value]
+    return mode
 
 
 def _row(query: M3Output) -> tuple[np.ndarray | None, SparseVector | None, np.ndarray | None]:
@@ -159,7 +163,7 @@ def check_weights(weights: Any, what: str = "weights") -> tuple[float, float, fl
             f"{what} is {weights!r}; expected three finite non-negative numbers (dense, sparse, colbert) with a "
             "positive sum. Fix: pass e.g. (0.4, 0.2, 0.4), or None for the model's own weights."
         )
-    return w  # type: ignore[return-value]
+    return w
 
 
 def model_weights(encoder: Any) -> tuple[float, float, float]:
@@ -192,8 +196,7 @@ def build_plan(
     dense, sparse, colbert = _row(query)
     parts = {"dense": dense, "sparse": sparse.values if sparse is not None else None, "colbert": colbert}
     for name in MODE_OUTPUTS[mode]:
-        if parts[name] is None:
-            raise ValueError(f"mode {mode!r} needs the query's {name!r} output, which the encoded query lacks.")
+        _needed(parts[name], mode, name)
     bad = [name for name, v in parts.items() if v is not None and not np.isfinite(v).all()]
     if bad:
         raise ValueError(
@@ -206,15 +209,16 @@ def build_plan(
     sq = VectorQuery(SPARSE, sparse) if sparse is not None else None
 
     if mode == "dense":
-        return QueryPlan(limit=k, query=dq, filter=filter)  # type: ignore[arg-type]
+        return QueryPlan(limit=k, query=_needed(dq, mode, DENSE), filter=filter)
     if mode == "sparse":
-        return QueryPlan(limit=k, query=sq, filter=filter)  # type: ignore[arg-type]
+        return QueryPlan(limit=k, query=_needed(sq, mode, SPARSE), filter=filter)
     union = (Prefetch(k1, dq), Prefetch(k2, sq))
     if mode == "hybrid":
         if not isinstance(rrf_k, int) or rrf_k <= 0:
             raise ValueError(f"rrf_k={rrf_k!r}; expected a positive int.")
         return QueryPlan(limit=k, query=RrfFusion(rrf_k), prefetches=union, filter=filter)
-    n_tokens = int(colbert.shape[0])  # type: ignore[union-attr]
+    colbert = _needed(colbert, mode, COLBERT)
+    n_tokens = int(colbert.shape[0])
     if n_tokens == 0:
         raise ValueError("the query has no ColBERT token vectors; expected at least one. Fix: use a non-empty query.")
     cq = VectorQuery(COLBERT, colbert)
@@ -223,8 +227,19 @@ def build_plan(
     # m3: the whole union reranked by ColBERT, combined with its stored dense/sparse vectors.
     w = check_weights(weights, "weights")
     total = sum(w)
-    combine = Combine((w[0] / total, w[1] / total, w[2] / (total * n_tokens)), k, dq, sq)  # type: ignore[arg-type]
+    dense_q, sparse_q = _needed(dq, mode, DENSE), _needed(sq, mode, SPARSE)
+    combine = Combine((w[0] / total, w[1] / total, w[2] / (total * n_tokens)), k, dense_q, sparse_q)
     return QueryPlan(limit=k1 + k2, query=cq, prefetches=union, filter=filter, combine=combine)
+
+
+_T = TypeVar("_T")
+
+
+def _needed(part: _T | None, mode: Mode, name: OutputName) -> _T:
+    """A part of the encoded query that ``mode`` needs; raises if the query lacks it."""
+    if part is None:
+        raise ValueError(f"mode {mode!r} needs the query's {name!r} output, which the encoded query lacks.")
+    return part
 
 
 def rescore_plans(combine: Combine, point_ids: Sequence[PointId]) -> tuple[QueryPlan, QueryPlan]:
@@ -281,7 +296,7 @@ def mmr_plan(candidates: QueryPlan, dense: np.ndarray, *, k: int, lambda_mult: f
     if candidates.combine is not None:
         raise ValueError("mmr_plan() takes a one-round-trip plan; m3's candidates are passed as point_ids.")
     mmr = MmrQuery(DENSE, np.asarray(dense, dtype=np.float32), lambda_mult, candidates.limit)
-    inner = Prefetch(candidates.limit, candidates.query, candidates.prefetches)  # type: ignore[arg-type]
+    inner = Prefetch(candidates.limit, candidates.query, candidates.prefetches)
     return QueryPlan(limit=k, query=mmr, prefetches=(inner,), filter=candidates.filter)
 
 

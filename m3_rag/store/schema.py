@@ -44,7 +44,7 @@ ColbertDatatype = Literal["float16", "float32", "turbo8", "turbo4"]
 #: (benchmarks/store.py): float32 4096, float16 2048, turbo8 1028, turbo4 516. Turbo8/Turbo4
 #: are Qdrant's TurboQuant storage: they replace the originals (a quantized copy beside
 #: float originals would add to the disk instead). float32 is the fastest MaxSim.
-COLBERT_DATATYPES: tuple[str, ...] = ("float16", "float32", "turbo8", "turbo4")
+COLBERT_DATATYPES: tuple[ColbertDatatype, ...] = ("float16", "float32", "turbo8", "turbo4")
 
 
 def check_pool_factor(value: object) -> int:
@@ -57,6 +57,16 @@ def check_pool_factor(value: object) -> int:
     return value
 
 
+def _check_datatype(value: object) -> ColbertDatatype:
+    for datatype in COLBERT_DATATYPES:
+        if value == datatype:
+            return datatype
+    raise ValueError(
+        f"colbert_datatype={value!r}; expected one of {COLBERT_DATATYPES}. Fix: use 'turbo4' "
+        "(the default), 'turbo8' (twice its bytes), 'float16' or 'float32' (exact float storage)."
+    )
+
+
 @dataclass(frozen=True)
 class ColbertSettings:
     """How a collection stores ColBERT vectors; recorded with it so a reopening process (and
@@ -66,12 +76,14 @@ class ColbertSettings:
     pool_factor: int
 
     def __post_init__(self) -> None:
-        if self.datatype not in COLBERT_DATATYPES:
-            raise ValueError(
-                f"colbert_datatype={self.datatype!r}; expected one of {COLBERT_DATATYPES}. Fix: use 'turbo4' "
-                "(the default), 'turbo8' (twice its bytes), 'float16' or 'float32' (exact float storage)."
-            )
+        _check_datatype(self.datatype)
         check_pool_factor(self.pool_factor)
+
+    @classmethod
+    def validated(cls, datatype: object, pool_factor: object) -> ColbertSettings:
+        """The settings of values from outside (options, a collection's records), checked as the
+        constructor checks them: ValueError unless they are valid."""
+        return cls(_check_datatype(datatype), check_pool_factor(pool_factor))
 
     def to_json(self) -> dict[str, object]:
         return {"colbert_datatype": self.datatype, "colbert_pool_factor": self.pool_factor}
@@ -172,6 +184,13 @@ class StoreSchema:
         return replace(self, colbert_datatype=recorded.datatype, colbert_pool_factor=recorded.pool_factor)
 
     @property
+    def colbert_size(self) -> int:
+        """``colbert_dim`` of a schema with ColBERT vectors (``__post_init__`` checked it is set)."""
+        if not self.colbert_dim:
+            raise ValueError(f"the store's schema has no ColBERT vectors (outputs {self.outputs}); expected 'colbert'.")
+        return self.colbert_dim
+
+    @property
     def has_sparse(self) -> bool:
         return SPARSE in self.outputs
 
@@ -180,7 +199,7 @@ class StoreSchema:
         return COLBERT in self.outputs
 
     def vectors(self) -> dict[str, VectorSpec]:
-        specs = {DENSE: VectorSpec(DENSE, "dense", self.dense_dim, "cosine")}
+        specs: dict[str, VectorSpec] = {DENSE: VectorSpec(DENSE, "dense", self.dense_dim, "cosine")}
         if self.has_sparse:
             specs[SPARSE] = VectorSpec(SPARSE, "sparse", modifier="none")
         if self.has_colbert:

@@ -38,6 +38,7 @@ class M3Store(StoreCore):
     def _started(self) -> None:
         self.schema = self.backend.open(self.schema)
         self._aio: AsyncM3Store | None = None
+        self._aio_threads: ThreadedBackend | None = None  # the aio() view's worker thread
 
     def aio(self) -> AsyncM3Store:
         """This open store as an :class:`AsyncM3Store`: the same collection, backend and
@@ -45,7 +46,8 @@ class M3Store(StoreCore):
         async code share a store that one process has opened (an Edge path opens once).
         The view needs no closing; :meth:`close` stops it with the store."""
         if self._aio is None:
-            self._aio = AsyncM3Store.view_of(self, ThreadedBackend(self.backend, owns=False))
+            self._aio_threads = ThreadedBackend(self.backend, owns=False)
+            self._aio = AsyncM3Store.view_of(self, self._aio_threads)
         return self._aio
 
     async def _io(self, call: Callable[..., Any], *args: Any) -> Any:
@@ -78,8 +80,8 @@ class M3Store(StoreCore):
     optimize = blocking(StoreOperations.optimize)
 
     def close(self) -> None:
-        if self._aio is not None:
-            self._aio.backend.shutdown(wait=True)  # type: ignore[attr-defined]
+        if self._aio_threads is not None:
+            self._aio_threads.shutdown(wait=True)
         self.backend.close()
 
     def __enter__(self) -> M3Store:

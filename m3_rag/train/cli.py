@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -17,7 +17,7 @@ __all__ = ["app", "train_command", "pairs_command", "mine_command", "main"]
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fine-tune M3-layout models.")
 
 
-def _weights(text: Optional[str]) -> Optional[tuple[float, float, float]]:
+def _weights(text: str | None) -> tuple[float, float, float] | None:
     if text is None:
         return None
     parts = [p for p in text.replace(" ", "").split(",") if p]
@@ -31,9 +31,9 @@ def train_command(
     data: Annotated[list[Path], typer.Argument(help="jsonl files of {query, pos, neg} rows")],
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="where the M3-layout model is written")],
     model: Annotated[str, typer.Option(help="M3 dir, hub id, 'm3-mini', or HF encoder dir (with --new-heads)")] = "",
-    backbone_package: Annotated[Optional[str], typer.Option(help="Python package shipping the backbone")] = None,
+    backbone_package: Annotated[str | None, typer.Option(help="Python package shipping the backbone")] = None,
     new_heads: Annotated[bool, typer.Option(help="start fresh ColBERT/sparse heads")] = False,
-    pooling: Annotated[Optional[str], typer.Option(help="dense pooling: cls or mean (default: the model's)")] = None,
+    pooling: Annotated[str | None, typer.Option(help="dense pooling: cls or mean (default: the model's)")] = None,
     colbert_init: Annotated[str, typer.Option(help="fresh ColBERT head: identity or random")] = "identity",
     sparse_init_bias: Annotated[float, typer.Option(help="fresh sparse head bias (weight starts at 0)")] = 0.1,
     heads_only: Annotated[bool, typer.Option(help="freeze the encoder; cache its states")] = False,
@@ -45,7 +45,7 @@ def train_command(
     temperature: float = 0.02,
     lr: Annotated[float, typer.Option(help="encoder learning rate")] = 1e-5,
     head_lr: Annotated[float, typer.Option(help="ColBERT head learning rate")] = 1e-4,
-    sparse_lr: Annotated[Optional[float], typer.Option(help="sparse head learning rate (default: head-lr)")] = None,
+    sparse_lr: Annotated[float | None, typer.Option(help="sparse head learning rate (default: head-lr)")] = None,
     warmup_ratio: float = 0.1,
     weight_decay: float = 0.0,
     sparse_loss_weight: float = 0.1,
@@ -57,9 +57,9 @@ def train_command(
     seed: int = 0,
     save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (0: each epoch)")] = 0,
     resume: Annotated[bool, typer.Option(help="continue from OUTPUT_DIR/checkpoint if present")] = True,
-    state_cache_dir: Annotated[Optional[Path], typer.Option(help="heads-only: backbone state cache")] = None,
-    mode_weights: Annotated[Optional[str], typer.Option(help="shipped weights dense,sparse,colbert")] = None,
-    device: Optional[str] = None,
+    state_cache_dir: Annotated[Path | None, typer.Option(help="heads-only: backbone state cache")] = None,
+    mode_weights: Annotated[str | None, typer.Option(help="shipped weights dense,sparse,colbert")] = None,
+    device: str | None = None,
     progress: bool = True,
 ) -> None:
     """Fine-tune with BGE-M3's unified loss and save the model in the M3 layout."""
@@ -113,7 +113,7 @@ def pairs_command(
     tokenizer: Annotated[str, typer.Option(help="tokenizer dir, model name, or 'm3-mini'")] = "m3-mini",
     negatives: int = 7,
     seed: int = 0,
-    limit: Optional[int] = None,
+    limit: int | None = None,
 ) -> None:
     """Build self-supervised title -> text pairs with lexical hard negatives."""
     from transformers import AutoTokenizer
@@ -137,12 +137,12 @@ def mine_command(
     negatives: Annotated[int, typer.Option(help="mined negatives added per row")] = 7,
     skip: Annotated[int, typer.Option(help="best-ranked documents passed over (likely unjudged positives)")] = 10,
     pool: Annotated[int, typer.Option(help="ranks after --skip the negatives are sampled from")] = 50,
-    exclude_qrels: Annotated[Optional[list[Path]], typer.Option(help="qrels tsv whose relevant documents are "
+    exclude_qrels: Annotated[list[Path] | None, typer.Option(help="qrels tsv whose relevant documents are "
                                                                 "never mined (e.g. held-out queries')")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="ranking weights dense,sparse,colbert (default: the model's)")] = None,
-    state_cache: Annotated[Optional[Path], typer.Option(help="apply the heads to backbone states cached here")] = None,
+    weights: Annotated[str | None, typer.Option(help="ranking weights dense,sparse,colbert (default: the model's)")] = None,
+    state_cache: Annotated[Path | None, typer.Option(help="apply the heads to backbone states cached here")] = None,
     seed: int = 0,
-    device: Optional[str] = None,
+    device: str | None = None,
     progress: bool = True,
 ) -> None:
     """Add hard negatives mined by a model (ranks SKIP..SKIP+POOL of its `all` score) to training rows."""

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 __all__ = ["TrainExample", "DataError", "iter_rows", "load_rows", "load_jsonl", "parse_example"]
 
@@ -99,11 +100,11 @@ def iter_rows(path: str | Path) -> Iterator[tuple[str, object]]:
 def load_rows(path: str | Path) -> list[tuple[str, dict]]:
     """``(where, row)`` for every row, each checked with :func:`parse_example` but kept as the
     decoded dict (ids and any other key intact), for tools that rewrite rows."""
-    checked = []
+    checked: list[tuple[str, dict]] = []
     for where, row in iter_rows(path):
-        parse_example(row, where)
-        checked.append((where, row))
-    return checked  # type: ignore[return-value]
+        parse_example(row, where)  # raises unless the row is a JSON object of a valid example
+        checked.append((where, cast(dict, row)))
+    return checked
 
 
 def iter_jsonl(path: str | Path) -> Iterator[TrainExample]:

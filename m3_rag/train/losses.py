@@ -126,7 +126,7 @@ def subset_loss(
         terms[mode] = info_nce(x, targets) if teacher is None else soft_info_nce(x, teacher)
     zero = next(iter(terms.values())).new_zeros(())
     return M3Loss(
-        total=sum(terms.values()) / len(terms),
+        total=sum(terms.values(), zero) / len(terms),
         dense=terms.get("dense", zero),
         sparse=terms.get("sparse", zero),
         colbert=terms.get("colbert", zero),

@@ -49,7 +49,7 @@ def title_pairs(
             postings.setdefault(t, []).append(i)
     titles = tokenizer([d["title"] for d in docs], add_special_tokens=False, truncation=False)["input_ids"]
     rows: list[dict] = []
-    for i, (d, title_ids) in enumerate(zip(docs, titles)):
+    for i, (d, title_ids) in enumerate(zip(docs, titles, strict=True)):
         q = set(title_ids)
         if len(q) < min_title_tokens:
             continue

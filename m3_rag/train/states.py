@@ -13,11 +13,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
 
 from m3_rag.batching import token_budget_batches
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 __all__ = ["StateCache", "StateStore", "compute_states", "text_hash", "backbone_fingerprint"]
 
@@ -128,7 +132,7 @@ class StateStore:
 
     def get(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         tokenizer,
         texts: Sequence[str],
         *,
@@ -147,7 +151,7 @@ class StateStore:
                 where[h] = (s, i)
         wanted = [text_hash(t) for t in texts]
         missing: dict[str, str] = {}
-        for h, t in zip(wanted, texts):
+        for h, t in zip(wanted, texts, strict=True):
             if h not in where and h not in missing:
                 missing[h] = t
         if missing:
@@ -181,7 +185,8 @@ class StateStore:
             )
         # Gather in runs of the same shard to keep the copies few.
         parts: list[StateCache] = []
-        run_shard, run_rows = where[wanted[0]][0], []
+        run_shard = where[wanted[0]][0]
+        run_rows: list[int] = []
         for h in wanted:
             s, i = where[h]
             if s != run_shard:
@@ -194,7 +199,7 @@ class StateStore:
 
 @torch.inference_mode()
 def compute_states(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer,
     texts: Sequence[str],
     *,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class StateCachedEncoder:
         hidden = int(self.backbone.config.hidden_size)
         self.heads = M3Heads.load(files.heads_dir, hidden).eval()
         self.spec = HeadSpec.from_tokenizer(self.tokenizer, files.pooling, int(self.backbone.config.vocab_size))
-        self.config = _Config(tuple(files.weights), files.pooling)  # type: ignore[arg-type]
+        self.config = _Config(files.weights, files.pooling)
         self.dense_dim = hidden
         self.colbert_dim = int(self.heads.colbert_linear.out_features)
         self.vocab_size = self.spec.vocab_size
@@ -94,13 +95,18 @@ class StateCachedEncoder:
         )
 
 
+class _Lengths(TypedDict, total=False):
+    query_max_length: int
+    document_max_length: int
+
+
 def open_encoder(
     model: str | Path,
     *,
     state_cache: str | Path | None = None,
     device: str | None = None,
     show_progress: bool = True,
-    **lengths: int,
+    **lengths: Unpack[_Lengths],
 ):
     """The encoder a command scores with: heads over cached states when ``state_cache`` is given
     (``device`` unused: the heads run on the CPU), else :class:`m3_rag.encoder.M3Encoder`.

@@ -77,6 +77,8 @@ class Trainer:
         examples: list[TrainExample] = [ex for path in config.data for ex in load_jsonl(path)]
         self.queries, self.passages, self.rows = _index(examples)
         self.teacher = examples[0].has_teacher
+        self.query_states: StateCache | None
+        self.passage_states: StateCache | None
         if config.heads_only:
             for p in self.backbone.parameters():
                 p.requires_grad_(False)
@@ -168,7 +170,12 @@ class Trainer:
                 negs = []
             passages += [row.pos[p]] + [row.neg[i] for i in negs]
             if scores is not None:
-                scores += [row.pos_scores[p]] + [row.neg_scores[i] for i in negs]  # type: ignore[index]
+                if row.pos_scores is None or row.neg_scores is None:  # one data file with scores, another without
+                    raise ValueError(
+                        f"query {self.queries[row.query]!r:.60} has no teacher scores but the first example has; "
+                        "give 'pos_scores'/'neg_scores' in every row of every data file or in none"
+                    )
+                scores += [row.pos_scores[p]] + [row.neg_scores[i] for i in negs]
         return passages, scores
 
     # ------------------------------------------------------------------------------ one step
@@ -180,7 +187,7 @@ class Trainer:
         q = head_outputs(*self._hidden([self.rows[r].query for r in rows], "query"), self.heads, self.spec, modes)
         p = head_outputs(*self._hidden(passages, "passage"), self.heads, self.spec, modes)
         score_fns = {"dense": dense_scores, "sparse": sparse_scores, "colbert": colbert_scores}
-        scores = {m: score_fns[m](q, p) for m in modes}  # [B, B*G] each
+        scores: dict[str, torch.Tensor] = {m: score_fns[m](q, p) for m in modes}  # [B, B*G] each
         b, g = len(rows), c.group_size
         if c.in_batch_negatives:
             targets = torch.arange(b, device=self.device) * g

@@ -23,8 +23,16 @@ from m3_rag.store.ingest import PointData
 from m3_rag.store.payload import DOC_ID_KEY
 from m3_rag.store.queries import MmrQuery, Prefetch, QueryPlan, RrfFusion, VectorQuery
 from m3_rag.store.schema import (
-    COLBERT, DENSE, LEGACY_POOL_FACTOR, SPARSE, ColbertSettings, SchemaMismatchError, StoreSchema, VectorSpec, check_schema,
-)  # fmt: skip
+    COLBERT,
+    DENSE,
+    LEGACY_POOL_FACTOR,
+    SPARSE,
+    ColbertSettings,
+    SchemaMismatchError,
+    StoreSchema,
+    VectorSpec,
+    check_schema,
+)
 from m3_rag.types import SparseVector
 
 __all__ = ["ServerOptions", "ClientBackend", "AsyncClientBackend", "to_client_filter", "collection_params"]
@@ -50,7 +58,7 @@ def collection_params(schema: StoreSchema) -> dict[str, Any]:
     vectors = {DENSE: models.VectorParams(size=schema.dense_dim, distance=models.Distance.COSINE)}
     if schema.has_colbert:
         vectors[COLBERT] = models.VectorParams(
-            size=schema.colbert_dim,  # type: ignore[arg-type]
+            size=schema.colbert_size,
             distance=models.Distance.COSINE,
             multivector_config=models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM),
             hnsw_config=models.HnswConfigDiff(m=0),  # rerank only: no graph
@@ -67,11 +75,11 @@ def _opened_schema(collection: str, info: models.CollectionInfo, schema: StoreSc
     if not schema.has_colbert:
         return schema
     params = info.config.params.vectors
-    datatype = params[COLBERT].datatype if isinstance(params, dict) else None  # type: ignore[index]
+    datatype = params[COLBERT].datatype if isinstance(params, dict) else None
     record = (info.config.metadata or {}).get(METADATA_KEY) or {}
     try:
-        recorded = ColbertSettings(
-            str(datatype.value if datatype is not None else "float32"),  # type: ignore[arg-type]
+        recorded = ColbertSettings.validated(
+            str(datatype.value if datatype is not None else "float32"),
             record.get("colbert_pool_factor", LEGACY_POOL_FACTOR),
         )
     except ValueError as exc:

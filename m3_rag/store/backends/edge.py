@@ -29,8 +29,16 @@ from m3_rag.store.names import edge_collection_dir
 from m3_rag.store.payload import DOC_ID_KEY
 from m3_rag.store.queries import MmrQuery, Prefetch, QueryPlan, RrfFusion, VectorQuery
 from m3_rag.store.schema import (
-    COLBERT, DENSE, LEGACY_POOL_FACTOR, SPARSE, ColbertSettings, SchemaMismatchError, StoreSchema, VectorSpec, check_schema,
-)  # fmt: skip
+    COLBERT,
+    DENSE,
+    LEGACY_POOL_FACTOR,
+    SPARSE,
+    ColbertSettings,
+    SchemaMismatchError,
+    StoreSchema,
+    VectorSpec,
+    check_schema,
+)
 from m3_rag.types import SparseVector
 
 __all__ = ["EdgeBackend", "edge_config", "to_edge_filter", "DISK_MARGIN_BYTES", "SETTINGS_FILE"]
@@ -42,7 +50,8 @@ SETTINGS_FILE = "m3_rag.json"
 _NO_MODIFIER = getattr(qe.Modifier, "None")  # `None` is a Python keyword
 _DATATYPES = {
     "float16": qe.VectorStorageDatatype.Float16, "float32": qe.VectorStorageDatatype.Float32,
-    "turbo8": qe.VectorStorageDatatype.Turbo8, "turbo4": qe.VectorStorageDatatype.Turbo4,
+    # qdrant-edge-py 0.9.0's type stub lacks Turbo4, which the compiled module has.
+    "turbo8": qe.VectorStorageDatatype.Turbo8, "turbo4": qe.VectorStorageDatatype.Turbo4,  # type: ignore[attr-defined]
 }  # fmt: skip
 
 
@@ -75,10 +84,10 @@ def _write_bytes(points: Sequence[PointData]) -> int:
 
 
 def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
-    vectors = {DENSE: qe.EdgeVectorParams(size=schema.dense_dim, distance=qe.Distance.Cosine)}
+    vectors: dict[str, qe.EdgeVectorParams] = {DENSE: qe.EdgeVectorParams(size=schema.dense_dim, distance=qe.Distance.Cosine)}
     if schema.has_colbert:
         vectors[COLBERT] = qe.EdgeVectorParams(
-            size=schema.colbert_dim,  # type: ignore[arg-type]
+            size=schema.colbert_size,
             distance=qe.Distance.Cosine,
             multivector_config=qe.MultiVectorConfig(qe.MultiVectorComparator.MaxSim),
             datatype=_DATATYPES[schema.colbert.datatype],
@@ -86,7 +95,9 @@ def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
             hnsw_config=qe.HnswIndexConfig(m=0, ef_construct=100, full_scan_threshold=10000),
             memory=qe.Memory.Cold,
         )
-    sparse = {SPARSE: qe.EdgeSparseVectorParams(modifier=_NO_MODIFIER)} if schema.has_sparse else None
+    sparse: dict[str, qe.EdgeSparseVectorParams] | None = (
+        {SPARSE: qe.EdgeSparseVectorParams(modifier=_NO_MODIFIER)} if schema.has_sparse else None
+    )
     return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
 
 
@@ -189,7 +200,7 @@ class EdgeBackend:
         if settings_file.exists():
             pool_factor = _read_config(settings_file).get("colbert_pool_factor")
         try:
-            return ColbertSettings(datatype, pool_factor)  # type: ignore[arg-type]
+            return ColbertSettings.validated(datatype, pool_factor)
         except ValueError as exc:
             raise SchemaMismatchError(
                 f"collection {self.collection!r} at {self.shard_path} records ColBERT settings m3-rag cannot use: "
