@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from m3_rag.store.queries import MODES, Mode, check_mmr, check_mode
+from m3_rag.types import M3Output
 from m3_rag_llamaindex.filters import to_core_filter
 from m3_rag_llamaindex.nodes import record_to_node
 from m3_rag_llamaindex.vector_store import DEFAULT_MMR_PREFETCH_FACTOR, M3VectorStore
@@ -113,9 +115,9 @@ class M3Retriever(BaseRetriever):
         finally:
             _CALL.reset(token)
 
-    def _search_call(self) -> tuple[str, dict[str, Any]]:
-        """The core search of this call: a method of ``M3Store`` / ``AsyncM3Store`` that takes
-        the encoded query, and its keyword arguments."""
+    def _search_call(self) -> Callable[[Any, M3Output], Any]:
+        """The core search of this call, as a call on an ``M3Store`` (its result) or an
+        ``AsyncM3Store`` (its coroutine) with the encoded query."""
         call = _CALL.get()
         # None means "the retriever's"; "" or 0 are values, and the core refuses them.
         mode = self._mode if call.mode is None else check_mode(call.mode, self._vector_store.core_store.schema)
@@ -126,19 +128,20 @@ class M3Retriever(BaseRetriever):
             kwargs["weights"] = self._weights
         lambda_mult = self._lambda_mult if call.lambda_mult is None else call.lambda_mult
         if lambda_mult is None:
-            return "search_encoded", kwargs
-        return "search_mmr_encoded", {**kwargs, "fetch_k": _fetch_k(k, self._fetch_k), "lambda_mult": lambda_mult}
+            return lambda store, encoded: store.search_encoded(encoded, **kwargs)
+        mmr = {**kwargs, "fetch_k": _fetch_k(k, self._fetch_k), "lambda_mult": lambda_mult}
+        return lambda store, encoded: store.search_mmr_encoded(encoded, **mmr)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        method, kwargs = self._search_call()
+        search = self._search_call()
         encoded = self._vector_store.encoder.encode_queries([query_bundle.query_str])
-        return [_to_node(h) for h in getattr(self._vector_store.client, method)(encoded, **kwargs)]
+        return [_to_node(h) for h in search(self._vector_store.client, encoded)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        method, kwargs = self._search_call()
+        search = self._search_call()
         # Encoding is CPU/GPU-bound (normally a cache hit): off the event loop.
         encoded = await asyncio.to_thread(self._vector_store.encoder.encode_queries, [query_bundle.query_str])
-        hits = await getattr(self._vector_store.aclient, method)(encoded, **kwargs)
+        hits = await search(self._vector_store.aclient, encoded)
         return [_to_node(h) for h in hits]
 
 

@@ -35,7 +35,7 @@ single str or node raises ``TypeError`` rather than being read character by char
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -299,13 +299,13 @@ class M3VectorStore(BasePydanticVectorStore):
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Search in ``query.mode`` (see the module docstring); ``kwargs``: the MMR options."""
-        method, args = self._search_call(query, kwargs)
-        return _to_result(getattr(self._sync(), method)(*args))
+        search = self._search_call(query, kwargs)
+        return _to_result(search(self._sync()))
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         # The query is encoded (normally a cache hit) off the event loop.
-        method, args = await asyncio.to_thread(self._search_call, query, kwargs)
-        return _to_result(await getattr(self.aclient, method)(*args))
+        search = await asyncio.to_thread(self._search_call, query, kwargs)
+        return _to_result(await search(self.aclient))
 
     # ------------------------------------------------------------------------------ helpers
     def _weights(self) -> tuple[float, float, float]:
@@ -333,9 +333,9 @@ class M3VectorStore(BasePydanticVectorStore):
         _check_embeddings(nodes, encoded)
         return records, encoded
 
-    def _search_call(self, query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-        """The core search for a LlamaIndex query: the name of an ``M3Store`` / ``AsyncM3Store``
-        method and its arguments. The text is encoded here, through this store's cache (the
+    def _search_call(self, query: VectorStoreQuery, kwargs: dict[str, Any]) -> Callable[[Any], Any]:
+        """The core search for a LlamaIndex query, as a call on an ``M3Store`` (its result) or an
+        ``AsyncM3Store`` (its coroutine). The text is encoded here, through this store's cache (the
         retriever's embedding call has normally encoded it already); an embedding is used as is
         where the search is dense."""
         flt = self._query_filter(query)
@@ -343,12 +343,16 @@ class M3VectorStore(BasePydanticVectorStore):
             k = query.similarity_top_k
             fetch_k, lambda_mult = _mmr_options(query, kwargs)
             if query.query_embedding is not None:
-                return "search_mmr_by_vector", (self._embedding(query.query_embedding), k, fetch_k, lambda_mult, flt)
-            return "search_mmr_encoded", (self._encode_text(query), k, fetch_k, lambda_mult, "dense", flt)
+                vector = self._embedding(query.query_embedding)
+                return lambda store: store.search_mmr_by_vector(vector, k, fetch_k, lambda_mult, flt)
+            encoded = self._encode_text(query)
+            return lambda store: store.search_mmr_encoded(encoded, k, fetch_k, lambda_mult, "dense", flt)
         mode, k, prefetch_k, weights = self._plan(query)
         if mode == "dense" and query.query_embedding is not None:
-            return "search_by_vector", (self._embedding(query.query_embedding), k, flt)
-        return "search_encoded", (self._encode_text(query), mode, k, flt, prefetch_k, weights)
+            vector = self._embedding(query.query_embedding)
+            return lambda store: store.search_by_vector(vector, k, flt)
+        encoded = self._encode_text(query)
+        return lambda store: store.search_encoded(encoded, mode, k, flt, prefetch_k, weights)
 
     def _plan(
         self, query: VectorStoreQuery
