@@ -11,50 +11,61 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
 
-from m3_rag.types import ALL_OUTPUTS, M3Output, require_output, validate_outputs
+from m3_rag.types import ALL_OUTPUTS, Encoder, M3Output, OutputName, check_encoder, require_output, validate_outputs
 from m3_rag.validation import check_texts
 
 __all__ = ["CachedEncoder"]
 
 
 class CachedEncoder:
-    """Wraps an :class:`~m3_rag.M3Encoder` (or anything with its API) with an LRU cache of rows.
+    """Wraps an :class:`~m3_rag.types.Encoder` (e.g. an :class:`~m3_rag.M3Encoder`) with an LRU
+    cache of rows; it is an ``Encoder`` itself.
 
     Memory: each cached document keeps its ColBERT matrix ([tokens, D] float32), so
     ``max_items`` bounds it; the default suits batches of a few thousand chunks.
     """
 
-    def __init__(self, encoder, max_items: int = 4096) -> None:
+    def __init__(self, encoder: Encoder, max_items: int = 4096) -> None:
         if max_items < 1:
             raise ValueError(f"max_items is {max_items}; expected at least 1")
-        self.encoder = encoder
+        self.encoder = check_encoder(encoder, "CachedEncoder")
         self.max_items = max_items
         self._rows: OrderedDict[tuple, M3Output] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    # The sizes and counters of the wrapped encoder, so this is a drop-in replacement.
+    # The wrapped encoder's outputs and sizes (the Encoder protocol) ...
     @property
-    def outputs(self):
-        return getattr(self.encoder, "outputs", ALL_OUTPUTS)
+    def outputs(self) -> tuple[OutputName, ...]:
+        return self.encoder.outputs
 
-    def __getattr__(self, name: str):
-        if name in ("dense_dim", "colbert_dim", "vocab_size", "tokenizer", "config", "stats", "device"):
+    @property
+    def dense_dim(self) -> int:
+        return self.encoder.dense_dim
+
+    @property
+    def colbert_dim(self) -> int | None:
+        return self.encoder.colbert_dim
+
+    # ... and the M3Encoder extras it has, so that this is a drop-in replacement.
+    def __getattr__(self, name: str) -> Any:
+        if name in ("vocab_size", "tokenizer", "config", "stats", "device"):
             return getattr(self.encoder, name)
-        raise AttributeError(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def encode_documents(self, texts: Sequence[str], *, outputs: Collection[str] = ALL_OUTPUTS,
                          show_progress: bool = False, **kwargs) -> M3Output:  # fmt: skip
-        return self._encode("documents", texts, outputs, show_progress, kwargs)
+        return self._encode("documents", self.encoder.encode_documents, texts, outputs, show_progress, kwargs)
 
     def encode_queries(self, texts: Sequence[str], *, outputs: Collection[str] = ALL_OUTPUTS,
                        show_progress: bool = False, **kwargs) -> M3Output:  # fmt: skip
-        return self._encode("queries", texts, outputs, show_progress, kwargs)
+        return self._encode("queries", self.encoder.encode_queries, texts, outputs, show_progress, kwargs)
 
     def clear(self) -> None:
         with self._lock:
@@ -63,7 +74,8 @@ class CachedEncoder:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def _encode(self, kind: str, texts: Sequence[str], outputs, show_progress: bool, kwargs: dict) -> M3Output:
+    def _encode(self, kind: str, encode: Callable[..., M3Output], texts: Sequence[str], outputs: Collection[str],
+                show_progress: bool, kwargs: dict[str, Any]) -> M3Output:  # fmt: skip
         wanted = validate_outputs(outputs)
         texts = check_texts(texts)  # before hashing: a bare str would be cached per character
         options = tuple(sorted(kwargs.items()))
@@ -76,8 +88,7 @@ class CachedEncoder:
         self.hits += len(keys) - sum(1 for k in keys if k not in found)
         self.misses += len(missing)
         if missing:
-            method = getattr(self.encoder, f"encode_{kind}")
-            fresh = method([k[2] for k in missing], outputs=self.outputs, show_progress=show_progress, **kwargs)
+            fresh = encode([k[2] for k in missing], outputs=self.outputs, show_progress=show_progress, **kwargs)
             with self._lock:
                 for row, key in enumerate(missing):
                     found[key] = fresh.select([row])

@@ -1,14 +1,29 @@
-"""Typed results of the encoder: one forward pass, three representations."""
+"""Typed results of the encoder (one forward pass, three representations) and the encoder contract.
+
+:class:`Encoder` is what the stores, the cache and the adapters need from an encoder;
+:func:`async_encoder` is its async view, so that no caller runs its own thread for encoding.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+import asyncio
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-__all__ = ["OutputName", "ALL_OUTPUTS", "SparseVector", "M3Output", "validate_outputs"]
+__all__ = [
+    "OutputName",
+    "ALL_OUTPUTS",
+    "SparseVector",
+    "M3Output",
+    "validate_outputs",
+    "Encoder",
+    "AsyncEncoder",
+    "check_encoder",
+    "async_encoder",
+]
 
 OutputName = Literal["dense", "sparse", "colbert"]
 ALL_OUTPUTS: tuple[OutputName, ...] = ("dense", "sparse", "colbert")
@@ -141,3 +156,87 @@ def require_output(value: _T | None, name: OutputName) -> _T:
             f"Fix: encode with outputs= including {name!r}."
         )
     return value
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What the stores, the cache and the adapters use of an encoder: :class:`~m3_rag.M3Encoder`,
+    :class:`~m3_rag.cache.CachedEncoder`, the LangChain adapter's dense-only ``EmbeddingsEncoder``
+    and the training ``StateCachedEncoder`` are ones.
+
+    ``outputs``: what it produces (a subset of :data:`ALL_OUTPUTS`); ``dense_dim`` / ``colbert_dim``:
+    its vector sizes, from its config (``colbert_dim`` None without ColBERT); ``encode_*``: the
+    requested ``outputs`` (a subset of its own) of ``texts``, in input order.
+    """
+
+    @property
+    def outputs(self) -> tuple[OutputName, ...]: ...
+
+    @property
+    def dense_dim(self) -> int: ...
+
+    @property
+    def colbert_dim(self) -> int | None: ...
+
+    def encode_queries(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ..., show_progress: bool = ...
+    ) -> M3Output: ...
+
+    def encode_documents(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ..., show_progress: bool = ...
+    ) -> M3Output: ...
+
+
+# Encoder's members, for the message of check_encoder (tests/test_types.py checks they are the protocol's).
+ENCODER_MEMBERS = ("outputs", "dense_dim", "colbert_dim", "encode_queries", "encode_documents")
+
+
+@runtime_checkable
+class AsyncEncoder(Protocol):
+    """An encoder's coroutines (:func:`async_encoder`). An encoder with an async path of its own
+    (e.g. a remote embedding API) has them itself, and they are used."""
+
+    async def aencode_queries(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ..., show_progress: bool = ...
+    ) -> M3Output: ...
+
+    async def aencode_documents(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ..., show_progress: bool = ...
+    ) -> M3Output: ...
+
+
+def check_encoder(encoder: object, what: str) -> Encoder:
+    """``encoder`` if it is an :class:`Encoder`; else ``TypeError`` naming what it lacks (``what``:
+    who got it, for the message)."""
+    if isinstance(encoder, Encoder):
+        return encoder
+    missing = [name for name in ENCODER_MEMBERS if not hasattr(encoder, name)]
+    raise TypeError(
+        f"{what} got encoder={type(encoder).__name__!r}, which has no {', '.join(missing)}; expected an m3_rag "
+        "Encoder (M3Encoder, CachedEncoder, ...). Fix: pass M3Encoder.from_pretrained(...), or give it those members."
+    )
+
+
+def async_encoder(encoder: Encoder) -> AsyncEncoder:
+    """``encoder`` as coroutines: its own when it has them (an :class:`AsyncEncoder`), else its
+    sync methods on a worker thread (model inference, which releases the GIL: the event loop stays free)."""
+    return encoder if isinstance(encoder, AsyncEncoder) else _ThreadedEncoder(check_encoder(encoder, "async_encoder()"))
+
+
+class _ThreadedEncoder:
+    """An :class:`AsyncEncoder` that runs a sync encoder's calls on worker threads."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+
+    async def aencode_queries(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ALL_OUTPUTS, show_progress: bool = False
+    ) -> M3Output:
+        return await asyncio.to_thread(self.encoder.encode_queries, texts, outputs=outputs, show_progress=show_progress)
+
+    async def aencode_documents(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ALL_OUTPUTS, show_progress: bool = False
+    ) -> M3Output:
+        return await asyncio.to_thread(
+            self.encoder.encode_documents, texts, outputs=outputs, show_progress=show_progress
+        )

@@ -129,7 +129,7 @@ def test_unshared_bare_encoder_runs_twice(tiny_encoder):
 def test_encoder_and_model_name_conflict(tiny_encoder):
     with pytest.raises(ValueError, match="both encoder= and model_name="):
         BGEM3Embeddings(encoder=tiny_encoder, model_name="BAAI/bge-m3")
-    with pytest.raises(TypeError, match="has no encode_documents"):
+    with pytest.raises(TypeError, match="has no outputs, .*encode_documents; expected an m3_rag Encoder"):
         BGEM3SparseEmbeddings(encoder=object())
 
 

@@ -12,7 +12,8 @@ EXPECTED = {
     "m3_rag": ["EncoderConfig", "EncoderStats", "M3Encoder", "M3Output", "ModelNotFoundError", "PairScores", "SparseVector"],
     "m3_rag.scoring": ["dense_scores", "lexical_scores", "lexical_score", "maxsim_scores", "maxsim_score", "combine_scores",
                        "pool_colbert", "pooled_rows"],
-    "m3_rag.types": ["OutputName", "ALL_OUTPUTS", "SparseVector", "M3Output", "validate_outputs"],
+    "m3_rag.types": ["OutputName", "ALL_OUTPUTS", "SparseVector", "M3Output", "validate_outputs",
+                     "Encoder", "AsyncEncoder", "check_encoder", "async_encoder"],
     "m3_rag.cache": ["CachedEncoder"],
 }
 

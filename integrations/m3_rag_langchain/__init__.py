@@ -3,16 +3,13 @@
 Needs the ``langchain`` extra: ``pip install "m3-rag[langchain]"``.
 """
 
-from m3_rag_langchain._compat import require_langchain
-
-require_langchain()
-
-from m3_rag_langchain.dense_only import EmbeddingsEncoder  # noqa: E402
-from m3_rag_langchain.embeddings import BGEM3Embeddings  # noqa: E402
-from m3_rag_langchain.reranker import M3Reranker  # noqa: E402
-from m3_rag_langchain.retriever import M3Retriever  # noqa: E402
-from m3_rag_langchain.sparse import BGEM3SparseEmbeddings  # noqa: E402
-from m3_rag_langchain.vectorstore import M3VectorStore  # noqa: E402
+from m3_rag_langchain import _compat  # noqa: F401  (first: ImportError naming the extra, for every submodule)
+from m3_rag_langchain.dense_only import EmbeddingsEncoder
+from m3_rag_langchain.embeddings import BGEM3Embeddings
+from m3_rag_langchain.reranker import M3Reranker
+from m3_rag_langchain.retriever import M3Retriever
+from m3_rag_langchain.sparse import BGEM3SparseEmbeddings
+from m3_rag_langchain.vectorstore import M3VectorStore
 
 __all__ = [
     "BGEM3Embeddings",

@@ -6,12 +6,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-__all__ = ["DEFAULT_MODEL", "resolve_encoder", "EncoderFields"]
+from m3_rag.types import Encoder, check_encoder
+
+__all__ = ["DEFAULT_MODEL", "resolve_encoder", "EncoderFields", "EmbeddingFields"]
 
 DEFAULT_MODEL = "BAAI/bge-m3"
 
 
-def resolve_encoder(encoder: Any, model_name: str | None, device: str | None, owner: str) -> Any:
+def resolve_encoder(encoder: Any, model_name: str | None, device: str | None, owner: str) -> Encoder:
     """Return ``encoder`` as given, or load ``model_name`` behind a :class:`CachedEncoder`.
 
     A loaded encoder is wrapped in the cache so that the dense embeddings, the sparse
@@ -23,14 +25,7 @@ def resolve_encoder(encoder: Any, model_name: str | None, device: str | None, ow
                 f"{owner} got both encoder= and model_name={model_name!r}; expected one. "
                 "Fix: pass encoder= to share an already-loaded model, or model_name= to load one."
             )
-        for method in ("encode_documents", "encode_queries"):
-            if not callable(getattr(encoder, method, None)):
-                raise TypeError(
-                    f"{owner} got encoder={type(encoder).__name__!r}, which has no {method}(); "
-                    "expected an m3_rag encoder (M3Encoder, CachedEncoder). "
-                    "Fix: pass encoder=M3Encoder.from_pretrained(...) or model_name=..."
-                )
-        return encoder
+        return check_encoder(encoder, owner)
     from m3_rag.cache import CachedEncoder
     from m3_rag.encoder import M3Encoder
 
@@ -38,17 +33,22 @@ def resolve_encoder(encoder: Any, model_name: str | None, device: str | None, ow
 
 
 class EncoderFields(BaseModel):
-    """The fields the embedding classes share: which model (``model_name`` or a ready
-    ``encoder``), its ``device``, and progress bars; the encoder is resolved on validation."""
+    """The fields the embedding and reranker classes share: which model (``model_name`` or a ready
+    ``encoder``) and its ``device``; the encoder is resolved on validation."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid", protected_namespaces=())
 
     model_name: str | None = None
     encoder: Any = None
     device: str | None = None
-    show_progress: bool = False
 
     @model_validator(mode="after")
     def _load(self) -> Any:
         self.encoder = resolve_encoder(self.encoder, self.model_name, self.device, type(self).__name__)
         return self
+
+
+class EmbeddingFields(EncoderFields):
+    """The embedding classes' fields: the encoder's, and progress bars when embedding documents."""
+
+    show_progress: bool = False

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from langchain_core.runnables.config import run_in_executor
 from langchain_qdrant.sparse_embeddings import SparseEmbeddings, SparseVector
 
 from m3_rag.types import SparseVector as M3SparseVector
 from m3_rag.validation import as_list
-from m3_rag_langchain._encoder import EncoderFields
+from m3_rag_langchain._encoder import EmbeddingFields
 
 __all__ = ["BGEM3SparseEmbeddings", "to_langchain_sparse"]
 
@@ -17,26 +16,19 @@ def to_langchain_sparse(vector: M3SparseVector) -> SparseVector:
     return SparseVector(indices=vector.indices.tolist(), values=vector.values.tolist())
 
 
-class BGEM3SparseEmbeddings(EncoderFields, SparseEmbeddings):
+class BGEM3SparseEmbeddings(EmbeddingFields, SparseEmbeddings):
     """BGE-M3 sparse (lexical) weights: indices are tokenizer ids, values the learned weights.
 
     Works as ``sparse_embedding=`` of a stock ``langchain_qdrant.QdrantVectorStore`` in
     ``RetrievalMode.HYBRID``. Build it with ``encoder=dense_embeddings.encoder`` to share the
     model (and its cache) with :class:`BGEM3Embeddings`: the same texts then run the model once.
+    The async methods are langchain-qdrant's: the sync ones on LangChain's executor.
     """
 
     def embed_documents(self, texts: list[str]) -> list[SparseVector]:
         texts = as_list(texts, "texts", "texts")
-        if not texts:
-            return []
         out = self.encoder.encode_documents(texts, outputs=("sparse",), show_progress=self.show_progress)
         return [to_langchain_sparse(v) for v in out.sparse]
 
     def embed_query(self, text: str) -> SparseVector:
         return to_langchain_sparse(self.encoder.encode_queries([text], outputs=("sparse",)).sparse[0])
-
-    async def aembed_documents(self, texts: list[str]) -> list[SparseVector]:
-        return await run_in_executor(None, self.embed_documents, texts)
-
-    async def aembed_query(self, text: str) -> SparseVector:
-        return await run_in_executor(None, self.embed_query, text)

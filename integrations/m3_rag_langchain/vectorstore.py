@@ -1,7 +1,8 @@
 """``M3VectorStore``: a LangChain ``VectorStore`` over :class:`m3_rag.store.M3Store`.
 
-Thin by design: storage, search modes and filters live in the core store; this class maps
-LangChain's calls and ``Document`` objects onto it.
+Thin by design: storage, search modes, filters and the connection live in the core store; each
+method maps one LangChain call and its ``Document`` objects onto one call of the core store (the
+async ones onto its async view).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
-from m3_rag.store import AsyncM3Store, M3Store, SearchResult
-from m3_rag.store.queries import DEFAULT_MODE, check_mode
+from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, Connection, M3Store, SearchResult, StoredPoint
+from m3_rag.store.queries import DEFAULT_MODE, Mode, check_mode
 from m3_rag.store.schema import schema_from_encoder
-from m3_rag.types import ALL_OUTPUTS
+from m3_rag.types import ALL_OUTPUTS, Encoder
 from m3_rag.validation import as_list
 from m3_rag_langchain.dense_only import EmbeddingsEncoder
 from m3_rag_langchain.embeddings import BGEM3Embeddings
@@ -31,7 +32,7 @@ _SEARCH_OPTIONS = ("filter", "mode", "prefetch_k", "weights")
 _VECTOR_OPTIONS = ("filter", "mode")  # a caller's vector runs dense mode only
 
 
-def encoder_for(embedding: Embeddings, dense_dim: int | None = None) -> Any:
+def encoder_for(embedding: Embeddings, dense_dim: int | None = None) -> Encoder:
     """The m3 encoder behind ``embedding``: BGE-M3's own, or a plain model as dense-only."""
     if isinstance(embedding, BGEM3Embeddings):
         if dense_dim is not None:
@@ -60,12 +61,15 @@ class M3VectorStore(VectorStore):
     wrapped by :class:`EmbeddingsEncoder`; the collection then holds only the dense vector, the
     default mode is ``dense`` and the other modes raise an error naming the fix.
 
-    Backends (one of): ``path=`` (Qdrant Edge, embedded, on disk), ``location=":memory:"``
-    (qdrant-client local mode) or ``url=`` (a Qdrant server; the async methods then use
-    ``AsyncQdrantClient`` natively). Otherwise the async methods run on the store's async view,
-    :meth:`M3Store.aio` (one worker thread: the in-process engines block, and one process owns
-    their data). ``store=`` wraps an existing :class:`~m3_rag.store.M3Store` instead (e.g. one
-    shared with the LlamaIndex adapter); ``async_store=`` gives the async methods their own.
+    Where the collection lives: ``connection=`` (a :class:`~m3_rag.store.Connection`) or its
+    keywords, one of ``path=`` (Qdrant Edge, embedded, on disk), ``location=":memory:"``
+    (qdrant-client local mode), ``url=`` (a Qdrant server, with ``api_key=``, ...; the async
+    methods then use ``AsyncQdrantClient`` natively) or ``client=``: these and the other
+    ``store_options`` (``colbert_datatype=``, ...) are :class:`~m3_rag.store.M3Store`'s.
+    Otherwise the async methods run on the store's async view, :meth:`M3Store.aio` (one worker
+    thread: the in-process engines block, and one process owns their data). ``store=`` wraps an
+    existing :class:`~m3_rag.store.M3Store` instead (e.g. one shared with the LlamaIndex
+    adapter); ``async_store=`` gives the async methods their own.
 
     Maximal marginal relevance (``max_marginal_relevance_search``, ``as_retriever(search_type="mmr")``)
     runs in Qdrant: ``k`` of the ``fetch_k`` best hits of ``mode``, picked by the dense vector.
@@ -86,12 +90,9 @@ class M3VectorStore(VectorStore):
         self,
         embedding: Embeddings,
         *,
-        path: str | None = None,
-        location: str | None = None,
-        url: str | None = None,
-        api_key: str | None = None,
-        collection: str = "m3",
-        mode: str | None = None,
+        connection: Connection | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        mode: Mode | None = None,
         weights: tuple[float, float, float] | None = None,
         prefetch_k: int | None = None,
         dense_dim: int | None = None,
@@ -100,12 +101,11 @@ class M3VectorStore(VectorStore):
         **store_options: Any,
     ) -> None:
         self._embedding = embedding
-        given = {"path": path, "location": location, "url": url, "api_key": api_key}
-        connection: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
         if store is not None:
-            if connection or store_options:
+            if connection is not None or store_options:
+                given = sorted({*store_options, *(["connection"] if connection is not None else [])})
                 raise ValueError(
-                    f"store= was given together with {sorted({**connection, **store_options})}; expected one. "
+                    f"store= was given together with {given}; expected one. "
                     "Fix: configure the connection on the M3Store, or drop store=."
                 )
             schema = store.schema
@@ -113,14 +113,16 @@ class M3VectorStore(VectorStore):
             encoder = encoder_for(embedding, dense_dim)
             schema = schema_from_encoder(encoder)
         # Checked before a store opens (and, on Edge, locks) its path.
-        default = DEFAULT_MODE if set(schema.outputs) >= set(ALL_OUTPUTS) else "dense"
-        self.mode = default if mode is None else check_mode(mode, schema)
+        default: Mode = DEFAULT_MODE if set(schema.outputs) >= set(ALL_OUTPUTS) else "dense"
+        self.mode: Mode = default if mode is None else check_mode(mode, schema)
         if store is None:
-            store = M3Store(encoder, collection=collection, **connection, **store_options)
-            if async_store is None and url is not None:
-                async_store = AsyncM3Store(encoder, collection=collection, **connection, **store_options)
+            # The core store makes the Connection of connection= or of its keywords, and checks them.
+            options = {"collection": collection, "connection": connection, **store_options}
+            store = M3Store(encoder, **options)
+            if async_store is None and store.connection.kind == "url":
+                async_store = AsyncM3Store(encoder, **options)
         self._store = store
-        # The async methods' store: a native one (url=), else the sync store's view, whose
+        # The async methods' store: a native one (a server), else the sync store's view, whose
         # calls run on one worker thread, serialised as on the sync API.
         self._native_aio = async_store is not None
         self._aio: AsyncM3Store = store.aio() if async_store is None else async_store
@@ -137,8 +139,7 @@ class M3VectorStore(VectorStore):
         **options: Any,
     ) -> M3VectorStore:
         """Wrap an existing core store; ``embedding`` defaults to BGE-M3 on the store's encoder."""
-        if embedding is None:
-            embedding = BGEM3Embeddings(encoder=store.encoder)
+        embedding = BGEM3Embeddings(encoder=store.encoder) if embedding is None else embedding
         return cls(embedding, store=store, async_store=async_store, **options)
 
     # ------------------------------------------------------------------------- properties
@@ -165,9 +166,7 @@ class M3VectorStore(VectorStore):
         """Add (or overwrite, by id) texts; missing ids get a UUID4. Returns the ids."""
         _no_extra(kwargs, "add_texts")
         texts, metadatas, ids = _rows(texts, metadatas, ids)
-        self._store.add_texts(
-            texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
-        )
+        self._store.add_texts(texts, ids, metadatas, batch_size=batch_size, show_progress=show_progress)
         return ids
 
     async def aadd_texts(
@@ -182,9 +181,7 @@ class M3VectorStore(VectorStore):
     ) -> list[str]:
         _no_extra(kwargs, "aadd_texts")
         texts, metadatas, ids = _rows(texts, metadatas, ids)
-        await self._aio.add_texts(
-            texts, ids=ids, metadatas=metadatas, batch_size=batch_size, show_progress=show_progress
-        )
+        await self._aio.add_texts(texts, ids, metadatas, batch_size=batch_size, show_progress=show_progress)
         return ids
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
@@ -215,16 +212,16 @@ class M3VectorStore(VectorStore):
 
     # ------------------------------------------------------------------------------- read
     def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return [_point_document(p) for p in self._store.get(as_list(ids, "ids", "ids"))]
+        return _documents(self._store.get(as_list(ids, "ids", "ids")))
 
     async def aget_by_ids(self, ids: Sequence[str], /) -> list[Document]:
-        return [_point_document(p) for p in await self._aio.get(as_list(ids, "ids", "ids"))]
+        return _documents(await self._aio.get(as_list(ids, "ids", "ids")))
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in self.similarity_search_with_score(query, k, **kwargs)]
+        return _documents(self._store.search(query, k=k, **self._search_options(kwargs)))
 
     async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in await self.asimilarity_search_with_score(query, k, **kwargs)]
+        return _documents(await self._aio.search(query, k=k, **self._search_options(kwargs)))
 
     def similarity_search_with_score(self, query: str, k: int = 4, **kwargs: Any) -> list[tuple[Document, float]]:
         """Top ``k`` documents with the mode's score (higher is more similar).
@@ -240,22 +237,20 @@ class M3VectorStore(VectorStore):
 
     def similarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
         """Top ``k`` documents by the dense cosine to ``embedding``; options ``filter`` (and ``mode="dense"``)."""
-        return [doc for doc, _ in self.similarity_search_with_score_by_vector(embedding, k, **kwargs)]
+        return _documents(self._store.search_by_vector(embedding, k, **self._vector_options(kwargs)))
 
     async def asimilarity_search_by_vector(self, embedding: list[float], k: int = 4, **kwargs: Any) -> list[Document]:
-        return [doc for doc, _ in await self.asimilarity_search_with_score_by_vector(embedding, k, **kwargs)]
+        return _documents(await self._aio.search_by_vector(embedding, k, **self._vector_options(kwargs)))
 
     def similarity_search_with_score_by_vector(
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        hits = self._store.search_by_vector(embedding, k=k, **self._vector_options(kwargs, "similarity_search"))
-        return _scored(hits)
+        return _scored(self._store.search_by_vector(embedding, k, **self._vector_options(kwargs)))
 
     async def asimilarity_search_with_score_by_vector(
         self, embedding: list[float], k: int = 4, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        hits = await self._aio.search_by_vector(embedding, k=k, **self._vector_options(kwargs, "similarity_search"))
-        return _scored(hits)
+        return _scored(await self._aio.search_by_vector(embedding, k, **self._vector_options(kwargs)))
 
     def max_marginal_relevance_search(
         self, query: str, k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
@@ -278,13 +273,13 @@ class M3VectorStore(VectorStore):
         self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
         """MMR over the ``fetch_k`` dense hits of ``embedding``; option ``filter`` (and ``mode="dense"``)."""
-        options = self._vector_options(kwargs, "max_marginal_relevance_search")
+        options = self._vector_options(kwargs, mmr=True)
         return _documents(self._store.search_mmr_by_vector(embedding, k, fetch_k, lambda_mult, **options))
 
     async def amax_marginal_relevance_search_by_vector(
         self, embedding: list[float], k: int = 4, fetch_k: int = 20, lambda_mult: float = 0.5, **kwargs: Any
     ) -> list[Document]:
-        options = self._vector_options(kwargs, "max_marginal_relevance_search")
+        options = self._vector_options(kwargs, mmr=True)
         return _documents(await self._aio.search_mmr_by_vector(embedding, k, fetch_k, lambda_mult, **options))
 
     def _similarity_search_with_relevance_scores(
@@ -312,7 +307,7 @@ class M3VectorStore(VectorStore):
         # Cosine/MaxSim in [-1, 1] -> [0, 1]; the clamp absorbs float rounding (1.0000001).
         return lambda score: min(1.0, max(0.0, (score + 1.0) / 2.0))
 
-    def _mode(self, mode: str | None) -> str:
+    def _mode(self, mode: str | None) -> Mode:
         """The store's mode for ``None``, else ``mode`` checked by the core (``""`` is not ``None``)."""
         return self.mode if mode is None else check_mode(mode, self._store.schema)
 
@@ -322,24 +317,25 @@ class M3VectorStore(VectorStore):
         return super().as_retriever(**kwargs)
 
     def _search_options(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The core search's options: ``mode`` (None: the store's; the core checks it), ``filter``,
+        ``prefetch_k`` and ``weights`` (None: this store's, then the core store's)."""
         unknown = sorted(set(kwargs) - set(_SEARCH_OPTIONS))
         if unknown:
             raise TypeError(
                 f"unknown search option(s) {unknown}; expected any of {_SEARCH_OPTIONS}. "
                 "Fix: pass only these (e.g. as_retriever(search_kwargs={'k': 4, 'mode': 'dense'}))."
             )
-        options = {
-            "mode": self._mode(kwargs.get("mode")),
+        mode = kwargs.get("mode")
+        return {
+            "mode": self.mode if mode is None else mode,
             "filter": kwargs.get("filter"),
             "prefetch_k": kwargs.get("prefetch_k", self.prefetch_k),
+            "weights": kwargs.get("weights", self.weights),
         }
-        weights = kwargs.get("weights", self.weights)
-        if weights is not None:
-            options["weights"] = weights
-        return options
 
-    def _vector_options(self, kwargs: dict[str, Any], text_method: str) -> dict[str, Any]:
-        """The options of a search by a caller's vector: ``filter``, and ``mode`` only as ``"dense"``."""
+    def _vector_options(self, kwargs: dict[str, Any], mmr: bool = False) -> dict[str, Any]:
+        """A search by a caller's vector (``mmr``: MMR's): its ``filter``; ``mode`` only as ``"dense"``."""
+        text_method = "max_marginal_relevance_search" if mmr else "similarity_search"
         unknown = sorted(set(kwargs) - set(_VECTOR_OPTIONS))
         if unknown:
             raise TypeError(
@@ -448,22 +444,14 @@ def _no_extra(kwargs: dict[str, Any], method: str) -> None:
         raise TypeError(f"{method}() got unexpected keyword argument(s) {sorted(kwargs)}")
 
 
-def _document(id_: Any, text: str, metadata: dict[str, Any]) -> Document:
+def _document(record: SearchResult | StoredPoint) -> Document:
     # The store keeps the caller's id as given; LangChain document ids are strings.
-    return Document(id=None if id_ is None else str(id_), page_content=text, metadata=dict(metadata))
+    return Document(id=str(record.id), page_content=record.text, metadata=dict(record.metadata))
 
 
-def _hit_document(hit: SearchResult) -> Document:
-    return _document(hit.id, hit.text, hit.metadata)
-
-
-def _documents(hits: list[SearchResult]) -> list[Document]:
-    return [_hit_document(h) for h in hits]
+def _documents(records: Sequence[SearchResult | StoredPoint]) -> list[Document]:
+    return [_document(r) for r in records]
 
 
 def _scored(hits: list[SearchResult]) -> list[tuple[Document, float]]:
-    return [(_hit_document(h), h.score) for h in hits]
-
-
-def _point_document(point: Any) -> Document:
-    return _document(point.id, point.text, point.metadata)
+    return [(_document(h), h.score) for h in hits]

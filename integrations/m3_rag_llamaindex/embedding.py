@@ -8,24 +8,28 @@ reads the sparse and ColBERT ones from the cache instead of running the model ag
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Any
-
-from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
-
-# isort: split
+from typing import Annotated, Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from pydantic import Field, PrivateAttr
+from pydantic import AfterValidator, Field, PrivateAttr
 
 from m3_rag.cache import CachedEncoder
-from m3_rag.types import require_output
+from m3_rag.store.queries import check_weights
+from m3_rag.types import Encoder, M3Output, async_encoder, require_output
 
-__all__ = ["BGEM3Embedding", "as_cached"]
+__all__ = ["BGEM3Embedding", "as_cached", "Weights"]
 
 
-def as_cached(encoder: Any, max_items: int = 4096) -> CachedEncoder:
+def _checked(weights: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+    return None if weights is None else check_weights(weights, "weights")
+
+
+#: An m3 ``weights`` field: (dense, sparse, colbert), checked by the core's rule; None: the model's own.
+Weights = Annotated[tuple[float, float, float] | None, AfterValidator(_checked)]
+
+
+def as_cached(encoder: Encoder, max_items: int = 4096) -> CachedEncoder:
     """The encoder behind a cache (an encoder that already is one is returned as is)."""
     return encoder if isinstance(encoder, CachedEncoder) else CachedEncoder(encoder, max_items=max_items)
 
@@ -37,7 +41,7 @@ class BGEM3Embedding(BaseEmbedding):
     embed_batch_size: int = Field(default=32, gt=0, description="Texts per encoder call.")
     _encoder: CachedEncoder = PrivateAttr()
 
-    def __init__(self, encoder: Any, **kwargs: Any) -> None:
+    def __init__(self, encoder: Encoder, **kwargs: Any) -> None:
         """``encoder``: an ``M3Encoder`` or ``CachedEncoder`` (wrapped in a cache if it is not one)."""
         kwargs.setdefault("model_name", getattr(getattr(encoder, "config", None), "name_or_path", "BAAI/bge-m3"))
         super().__init__(**kwargs)
@@ -60,21 +64,24 @@ class BGEM3Embedding(BaseEmbedding):
         return self._encoder
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return require_output(self._encoder.encode_queries([query], outputs=("dense",)).dense, "dense")[0].tolist()
+        return _dense(self._encoder.encode_queries([query], outputs=("dense",)))[0]
 
     def _get_text_embedding(self, text: str) -> list[float]:
         return self._get_text_embeddings([text])[0]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return require_output(self._encoder.encode_documents(texts, outputs=("dense",)).dense, "dense").tolist()
+        return _dense(self._encoder.encode_documents(texts, outputs=("dense",)))
 
-    # Encoding is CPU/GPU-bound work in torch (which releases the GIL): a worker thread keeps
-    # the event loop free.
+    # The core's async view of the encoder (LlamaIndex's defaults would encode on the event loop).
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return await asyncio.to_thread(self._get_query_embedding, query)
+        return _dense(await async_encoder(self._encoder).aencode_queries([query], outputs=("dense",)))[0]
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
-        return await asyncio.to_thread(self._get_text_embedding, text)
+        return (await self._aget_text_embeddings([text]))[0]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
+        return _dense(await async_encoder(self._encoder).aencode_documents(texts, outputs=("dense",)))
+
+
+def _dense(encoded: M3Output) -> list[list[float]]:
+    return require_output(encoded.dense, "dense").tolist()

@@ -40,10 +40,6 @@ when none of its filters match), nested ``MetadataFilters`` recursively.
 
 from __future__ import annotations
 
-from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
-
-# isort: split
-
 from llama_index.core.vector_stores.types import (
     ExactMatchFilter,
     FilterCondition,
@@ -98,10 +94,7 @@ def _translate_group(group: MetadataFilters) -> FilterNode:
             "found an empty nested MetadataFilters; expected at least one filter in every group. "
             "Fix: remove the empty group."
         )
-    parts = [
-        _translate_group(f) if isinstance(f, MetadataFilters) else _translate_one(f)
-        for f in group.filters
-    ]
+    parts = [_translate_group(f) if isinstance(f, MetadataFilters) else _translate_one(f) for f in group.filters]
     condition = group.condition or FilterCondition.AND
     if condition == FilterCondition.AND:
         return parts[0] if len(parts) == 1 else And(parts)
@@ -110,8 +103,7 @@ def _translate_group(group: MetadataFilters) -> FilterNode:
     if condition == FilterCondition.NOT:
         return Not(parts[0] if len(parts) == 1 else Or(parts))
     raise UnsupportedFilterError(
-        f"found filter condition {condition!r}; expected one of "
-        f"{[c.value for c in FilterCondition]}."
+        f"found filter condition {condition!r}; expected one of {[c.value for c in FilterCondition]}."
     )
 
 

@@ -14,10 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
-
-# isort: split
-
 from llama_index.core.schema import (
     BaseNode,
     Document,

@@ -17,25 +17,19 @@ dense order of the candidates) and difference from each other, scored by dense c
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
-
-# isort: split
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, QueryType
 from llama_index.core.vector_stores.types import MetadataFilters
 
 from m3_rag.store.queries import MODES, Mode, check_mmr, check_mode
-from m3_rag.types import M3Output
 from m3_rag_llamaindex.filters import to_core_filter
 from m3_rag_llamaindex.nodes import record_to_node
-from m3_rag_llamaindex.vector_store import DEFAULT_MMR_PREFETCH_FACTOR, M3VectorStore
+from m3_rag_llamaindex.vector_store import M3VectorStore, mmr_fetch_k
 
 __all__ = ["M3Retriever", "SearchMode", "SEARCH_MODES"]
 
@@ -46,7 +40,7 @@ SEARCH_MODES: tuple[str, ...] = MODES
 
 @dataclass(frozen=True)
 class _CallOptions:
-    mode: str | None = None
+    mode: Mode | None = None
     k: int | None = None
     filters: MetadataFilters | None = None
     lambda_mult: float | None = None
@@ -78,7 +72,7 @@ class M3Retriever(BaseRetriever):
         if k < 1:
             raise ValueError(f"k is {k}; expected at least 1")
         if lambda_mult is not None:
-            check_mmr(k, _fetch_k(k, fetch_k), lambda_mult)
+            check_mmr(k, mmr_fetch_k(k, fetch_k), lambda_mult)
         elif fetch_k is not None:
             raise ValueError(
                 f"fetch_k={fetch_k} is MMR's candidate count, but lambda_mult is None. Fix: pass lambda_mult too."
@@ -115,43 +109,33 @@ class M3Retriever(BaseRetriever):
         finally:
             _CALL.reset(token)
 
-    def _search_call(self) -> Callable[[Any, M3Output], Any]:
+    def _search_call(self) -> Callable[[Any, str], Any]:
         """The core search of this call, as a call on an ``M3Store`` (its result) or an
-        ``AsyncM3Store`` (its coroutine) with the encoded query."""
+        ``AsyncM3Store`` (its coroutine) with the query text, which the core store encodes."""
         call = _CALL.get()
         # None means "the retriever's"; "" or 0 are values, and the core refuses them.
-        mode = self._mode if call.mode is None else check_mode(call.mode, self._vector_store.core_store.schema)
         k = self._k if call.k is None else call.k
-        flt = to_core_filter(call.filters if call.filters is not None else self._filters)
-        kwargs: dict[str, Any] = {"mode": mode, "k": k, "filter": flt, "prefetch_k": self._prefetch_k}
-        if self._weights is not None:
-            kwargs["weights"] = self._weights
+        kwargs: dict[str, Any] = {
+            "mode": self._mode if call.mode is None else call.mode,
+            "k": k,
+            "filter": to_core_filter(call.filters if call.filters is not None else self._filters),
+            "prefetch_k": self._prefetch_k,
+            "weights": self._weights,
+        }
         lambda_mult = self._lambda_mult if call.lambda_mult is None else call.lambda_mult
         if lambda_mult is None:
-            return lambda store, encoded: store.search_encoded(encoded, **kwargs)
-        mmr = {**kwargs, "fetch_k": _fetch_k(k, self._fetch_k), "lambda_mult": lambda_mult}
-        return lambda store, encoded: store.search_mmr_encoded(encoded, **mmr)
+            return lambda store, query: store.search(query, **kwargs)
+        mmr = {**kwargs, "fetch_k": mmr_fetch_k(k, self._fetch_k), "lambda_mult": lambda_mult}
+        return lambda store, query: store.search_mmr(query, **mmr)
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        search = self._search_call()
-        encoded = self._vector_store.encoder.encode_queries([query_bundle.query_str])
-        return [_to_node(h) for h in search(self._vector_store.client, encoded)]
+        return [_to_node(h) for h in self._search_call()(self._vector_store.client, query_bundle.query_str)]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        search = self._search_call()
-        # Encoding is CPU/GPU-bound (normally a cache hit): off the event loop.
-        encoded = await asyncio.to_thread(self._vector_store.encoder.encode_queries, [query_bundle.query_str])
-        hits = await search(self._vector_store.aclient, encoded)
-        return [_to_node(h) for h in hits]
-
-
-def _fetch_k(k: Any, fetch_k: int | None) -> Any:
-    """MMR's candidate count: the given one, else LlamaIndex's default factor x ``k`` (a bad
-    ``k`` is passed on for the core store to refuse)."""
-    if fetch_k is not None or not isinstance(k, int):
-        return fetch_k if fetch_k is not None else k
-    return max(k, int(k * DEFAULT_MMR_PREFETCH_FACTOR))
+        return [_to_node(h) for h in await self._search_call()(self._vector_store.aclient, query_bundle.query_str)]
 
 
 def _to_node(hit: Any) -> NodeWithScore:
-    return NodeWithScore(node=record_to_node(hit.id, hit.text, hit.metadata, hit.doc_id, hit.extra), score=float(hit.score))
+    return NodeWithScore(
+        node=record_to_node(hit.id, hit.text, hit.metadata, hit.doc_id, hit.extra), score=float(hit.score)
+    )

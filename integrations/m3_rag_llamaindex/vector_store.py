@@ -34,17 +34,11 @@ single str or node raises ``TypeError`` rather than being read character by char
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
-from m3_rag_llamaindex import _compat  # noqa: F401  (ImportError naming the extra)
-
-# isort: split
-
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
@@ -53,21 +47,20 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryMode,
     VectorStoreQueryResult,
 )
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr
 from tqdm.auto import tqdm
 
 from m3_rag.cache import CachedEncoder
-from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, M3Store, StoredPoint
+from m3_rag.store import DEFAULT_COLLECTION, AsyncM3Store, Connection, M3Store, StoredPoint
 from m3_rag.store.filters import And, Condition, FilterNode
-from m3_rag.store.queries import check_weights
 from m3_rag.store.schema import ColbertDatatype
-from m3_rag.types import M3Output, require_output
+from m3_rag.types import Encoder, M3Output, async_encoder, require_output
 from m3_rag.validation import as_list
-from m3_rag_llamaindex.embedding import BGEM3Embedding, as_cached
+from m3_rag_llamaindex.embedding import BGEM3Embedding, Weights, as_cached
 from m3_rag_llamaindex.filters import to_core_filter
 from m3_rag_llamaindex.nodes import NodeRecord, node_to_record, record_to_node
 
-__all__ = ["M3VectorStore", "HybridMode"]
+__all__ = ["M3VectorStore", "HybridMode", "mmr_fetch_k"]
 
 HybridMode = Literal["hybrid+rerank", "hybrid", "m3"]
 # A node embedding computed by another model would not match the stored sparse/ColBERT
@@ -103,7 +96,7 @@ class M3VectorStore(BasePydanticVectorStore):
     stores_text: bool = True
     flat_metadata: bool = False
     hybrid_mode: HybridMode = "hybrid+rerank"
-    weights: tuple[float, float, float] | None = Field(
+    weights: Weights = Field(
         default=None,
         description="(dense, sparse, colbert) weights of the 'm3' hybrid score; None: the core store's "
         "(by default the encoder's model's, encoder.config.default_weights).",
@@ -118,12 +111,13 @@ class M3VectorStore(BasePydanticVectorStore):
 
     def __init__(
         self,
-        encoder: Any = None,
+        encoder: Encoder | None = None,
         path: str | Path | None = None,
         *,
         location: str | None = None,
         url: str | None = None,
         api_key: str | None = None,
+        connection: Connection | None = None,
         collection: str = DEFAULT_COLLECTION,
         store: M3Store | None = None,
         async_store: AsyncM3Store | None = None,
@@ -134,9 +128,10 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> None:
         """Open (or create) a collection.
 
-        Give an ``encoder`` (``M3Encoder`` or ``CachedEncoder``) and one of ``path`` (Qdrant
-        Edge, on disk), ``location=":memory:"`` (qdrant-client local mode) or ``url`` (a
-        Qdrant server: sync and native-async clients both). Or give ready core stores:
+        Give an ``encoder`` (an ``M3Encoder`` or ``CachedEncoder``) and where the collection
+        lives: ``connection=`` (an ``m3_rag.store.Connection``) or one of ``path`` (Qdrant Edge,
+        on disk), ``location=":memory:"`` (qdrant-client local mode) or ``url`` (a Qdrant server,
+        with ``api_key``: sync and native-async clients both). Or give ready core stores:
         ``store=`` and/or ``async_store=`` (with ``encoder`` to share a cache; else the
         store's own encoder is used). ``colbert_datatype`` / ``colbert_pool_factor``: how a new
         collection stores ColBERT vectors (see ``m3_rag.store.M3Store``; None: the collection's).
@@ -146,35 +141,32 @@ class M3VectorStore(BasePydanticVectorStore):
         same in-process engine, its calls on one worker thread).
         """
         super().__init__(**kwargs)
-        given = store is not None or async_store is not None
-        if given and (path is not None or location is not None or url is not None
-                      or colbert_datatype is not None or colbert_pool_factor is not None):  # fmt: skip
-            raise ValueError(
-                "got store=/async_store= and path/location/url or ColBERT options; expected one or the other. "
-                "Fix: pass the ready store(s) alone, or encoder= with a location and options."
-            )
-        if not given:
-            if encoder is None:
-                raise ValueError("no encoder given. Fix: M3VectorStore(M3Encoder.from_pretrained(...), path=...)")
-            if sum(x is not None for x in (path, location, url)) != 1:
+        options: dict[str, Any] = {  # the core store's (None: its defaults)
+            "path": path,
+            "location": location,
+            "url": url,
+            "api_key": api_key,
+            "connection": connection,
+            "colbert_datatype": colbert_datatype,
+            "colbert_pool_factor": colbert_pool_factor,
+        }
+        if store is not None or async_store is not None:
+            given = sorted(key for key, value in options.items() if value is not None)
+            if given:
                 raise ValueError(
-                    f"expected exactly one of path=, location=, url=; found path={path!r}, "
-                    f"location={location!r}, url={url!r}."
+                    f"got store=/async_store= and {given}; expected one or the other. "
+                    "Fix: pass the ready store(s) alone, or encoder= with a location and options."
                 )
-            self._encoder = as_cached(encoder, cache_size)
-            options: dict[str, Any] = {"api_key": api_key, "collection": collection, "colbert_datatype": colbert_datatype,
-                                       "colbert_pool_factor": colbert_pool_factor}  # fmt: skip
-            self._store = M3Store(self._encoder, path, location=location, url=url, **options)
-            if url is not None:
-                self._astore = AsyncM3Store(self._encoder, url=url, **options)
+            self._store, self._astore = store, async_store
+            self._encoder = as_cached(encoder if encoder is not None else self.core_store.encoder, cache_size)
             return
-        self._store, self._astore = store, async_store
-        self._encoder = as_cached(encoder if encoder is not None else self.core_store.encoder, cache_size)
-
-    @field_validator("weights")
-    @classmethod
-    def _check_weights(cls, w: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
-        return None if w is None else check_weights(w, "weights")
+        if encoder is None:
+            raise ValueError("no encoder given. Fix: M3VectorStore(M3Encoder.from_pretrained(...), path=...)")
+        self._encoder = as_cached(encoder, cache_size)
+        # The core store makes the Connection of connection= or of the keywords, and checks them.
+        self._store = M3Store(self._encoder, collection=collection, **options)
+        if self._store.connection.kind == "url":
+            self._astore = AsyncM3Store(self._encoder, collection=collection, **options)
 
     @classmethod
     def class_name(cls) -> str:
@@ -225,27 +217,18 @@ class M3VectorStore(BasePydanticVectorStore):
     def add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         nodes = as_list(nodes, "nodes", "nodes")
         store = self._sync()
-        ids: list[str] = []
-        with self._progress(len(nodes)) as bar:
-            for batch in self._batches(nodes):
-                records, encoded = self._encode_nodes(batch)
-                store.add_encoded(*_add_args(records, encoded))
-                ids += [r.id for r in records]
-                bar.update(len(batch))
-        return ids
+        for batch, records in self._batches(nodes):
+            # The strings VectorStoreIndex embedded: the cache answers, the model does not run.
+            store.add_encoded(*_add_args(batch, records, self._encoder.encode_documents(_embed_texts(records))))
+        return [n.node_id for n in nodes]
 
     async def async_add(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[str]:
         nodes = as_list(nodes, "nodes", "nodes")
-        store = self.aclient
-        ids: list[str] = []
-        with self._progress(len(nodes)) as bar:
-            for batch in self._batches(nodes):
-                # Encoding is CPU/GPU-bound (normally cache hits): off the event loop.
-                records, encoded = await asyncio.to_thread(self._encode_nodes, batch)
-                await store.add_encoded(*_add_args(records, encoded))
-                ids += [r.id for r in records]
-                bar.update(len(batch))
-        return ids
+        encoder, store = async_encoder(self._encoder), self.aclient
+        for batch, records in self._batches(nodes):
+            encoded = await encoder.aencode_documents(_embed_texts(records))
+            await store.add_encoded(*_add_args(batch, records, encoded))
+        return [n.node_id for n in nodes]
 
     def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
         """Delete every node of the source document ``ref_doc_id``."""
@@ -259,20 +242,12 @@ class M3VectorStore(BasePydanticVectorStore):
     ) -> None:
         """Delete the nodes that have one of ``node_ids`` and match ``filters`` (both, when both
         are given, as LlamaIndex's stores do); one of them is needed (``clear()`` deletes all)."""
-        ids, flt = _selection(node_ids, filters, "delete_nodes")
-        if flt is None:  # ids alone: a list
-            self._sync().delete(ids or [])
-        else:
-            self._sync().delete_where(flt)
+        _deletion(node_ids, filters, "delete_nodes")(self._sync())
 
     async def adelete_nodes(
         self, node_ids: list[str] | None = None, filters: MetadataFilters | None = None, **delete_kwargs: Any
     ) -> None:
-        ids, flt = _selection(node_ids, filters, "adelete_nodes")
-        if flt is None:  # ids alone: a list
-            await self.aclient.delete(ids or [])
-        else:
-            await self.aclient.delete_where(flt)
+        await _deletion(node_ids, filters, "adelete_nodes")(self.aclient)
 
     def clear(self) -> None:
         """Delete every node; the collection (and its schema) stays."""
@@ -299,19 +274,12 @@ class M3VectorStore(BasePydanticVectorStore):
 
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Search in ``query.mode`` (see the module docstring); ``kwargs``: the MMR options."""
-        search = self._search_call(query, kwargs)
-        return _to_result(search(self._sync()))
+        return _to_result(self._search_call(query, kwargs)(self._sync()))
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
-        # The query is encoded (normally a cache hit) off the event loop.
-        search = await asyncio.to_thread(self._search_call, query, kwargs)
-        return _to_result(await search(self.aclient))
+        return _to_result(await self._search_call(query, kwargs)(self.aclient))
 
     # ------------------------------------------------------------------------------ helpers
-    def _weights(self) -> tuple[float, float, float]:
-        """The 'm3' weights in effect: this store's ``weights``, else the core store's."""
-        return self.weights if self.weights is not None else self.core_store.weights
-
     def _sync(self) -> M3Store:
         if self._store is None:
             raise RuntimeError(
@@ -320,24 +288,18 @@ class M3VectorStore(BasePydanticVectorStore):
             )
         return self._store
 
-    def _progress(self, total: int) -> tqdm:
-        return tqdm(total=total, desc="m3: add nodes", unit="node", disable=not self.show_progress)
-
-    def _batches(self, nodes: Sequence[BaseNode]) -> list[Sequence[BaseNode]]:
-        return [nodes[i : i + self.batch_size] for i in range(0, len(nodes), self.batch_size)]
-
-    def _encode_nodes(self, nodes: Sequence[BaseNode]) -> tuple[list[NodeRecord], M3Output]:
-        records = [node_to_record(n) for n in nodes]
-        # The same strings VectorStoreIndex embedded: the cache answers, the model does not run.
-        encoded = self._encoder.encode_documents([r.embed_text for r in records])
-        _check_embeddings(nodes, encoded)
-        return records, encoded
+    def _batches(self, nodes: list[BaseNode]) -> Iterator[tuple[list[BaseNode], list[NodeRecord]]]:
+        """``nodes`` in batches of ``batch_size``, each with its records; a progress bar counts them."""
+        with tqdm(total=len(nodes), desc="m3: add nodes", unit="node", disable=not self.show_progress) as bar:
+            for start in range(0, len(nodes), self.batch_size):
+                batch = nodes[start : start + self.batch_size]
+                yield batch, [node_to_record(n) for n in batch]
+                bar.update(len(batch))
 
     def _search_call(self, query: VectorStoreQuery, kwargs: dict[str, Any]) -> Callable[[Any], Any]:
         """The core search for a LlamaIndex query, as a call on an ``M3Store`` (its result) or an
-        ``AsyncM3Store`` (its coroutine). The text is encoded here, through this store's cache (the
-        retriever's embedding call has normally encoded it already); an embedding is used as is
-        where the search is dense."""
+        ``AsyncM3Store`` (its coroutine): by the query embedding (the retriever's, through
+        ``embed_model``) where the search is dense, else by the text, which the core store encodes."""
         flt = self._query_filter(query)
         if query.mode == VectorStoreQueryMode.MMR:
             k = query.similarity_top_k
@@ -345,14 +307,14 @@ class M3VectorStore(BasePydanticVectorStore):
             if query.query_embedding is not None:
                 vector = self._embedding(query.query_embedding)
                 return lambda store: store.search_mmr_by_vector(vector, k, fetch_k, lambda_mult, flt)
-            encoded = self._encode_text(query)
-            return lambda store: store.search_mmr_encoded(encoded, k, fetch_k, lambda_mult, "dense", flt)
+            text = _text(query)
+            return lambda store: store.search_mmr(text, k, fetch_k, lambda_mult, "dense", flt)
         mode, k, prefetch_k, weights = self._plan(query)
         if mode == "dense" and query.query_embedding is not None:
             vector = self._embedding(query.query_embedding)
             return lambda store: store.search_by_vector(vector, k, flt)
-        encoded = self._encode_text(query)
-        return lambda store: store.search_encoded(encoded, mode, k, flt, prefetch_k, weights)
+        text = _text(query)
+        return lambda store: store.search(text, mode, k, flt, prefetch_k, weights)
 
     def _plan(
         self, query: VectorStoreQuery
@@ -388,8 +350,11 @@ class M3VectorStore(BasePydanticVectorStore):
                     "M3VectorStore(..., hybrid_mode='m3') to weight dense (alpha) against sparse (1 - alpha)."
                 )
             if not 0.0 <= query.alpha <= 1.0:
-                raise ValueError(f"alpha is {query.alpha}; expected a number in [0, 1] (1 = dense only, 0 = sparse only)")
-            weights = (query.alpha, 1.0 - query.alpha, self._weights()[2])
+                raise ValueError(
+                    f"alpha is {query.alpha}; expected a number in [0, 1] (1 = dense only, 0 = sparse only)"
+                )
+            colbert = (self.weights if self.weights is not None else self.core_store.weights)[2]
+            weights = (query.alpha, 1.0 - query.alpha, colbert)
         return self.hybrid_mode, k, prefetch_k, weights
 
     def _embedding(self, emb: list[float]) -> list[float]:
@@ -401,16 +366,6 @@ class M3VectorStore(BasePydanticVectorStore):
                 f"{self._encoder.dense_dim}. Fix: use store.embed_model as the index's embed_model."
             )
         return emb
-
-    def _encode_text(self, query: VectorStoreQuery) -> M3Output:
-        if not query.query_str:
-            mode = VectorStoreQueryMode(query.mode).value
-            found = "only an embedding" if query.query_embedding is not None else "none"
-            raise ValueError(
-                f"query mode {mode!r} needs the query text (query_str); found {found}. "
-                "Fix: query through a retriever, or pass VectorStoreQuery(query_str=...)."
-            )
-        return self._encoder.encode_queries([query.query_str])
 
     def _query_filter(self, query: VectorStoreQuery) -> FilterNode | None:
         parts: list[FilterNode] = []
@@ -435,10 +390,28 @@ def _mmr_options(query: VectorStoreQuery, kwargs: dict[str, Any]) -> tuple[int, 
             f"got mmr_prefetch_k={prefetch_k!r} and mmr_prefetch_factor={factor!r}; expected one of them "
             "(the MMR candidates: a number, or a multiple of similarity_top_k). Fix: drop one."
         )
-    if prefetch_k is None:
-        k = query.similarity_top_k
-        prefetch_k = max(k, int(k * (DEFAULT_MMR_PREFETCH_FACTOR if factor is None else factor)))
-    return prefetch_k, DEFAULT_MMR_THRESHOLD if threshold is None else threshold
+    lambda_mult = DEFAULT_MMR_THRESHOLD if threshold is None else threshold
+    return mmr_fetch_k(query.similarity_top_k, prefetch_k, factor), lambda_mult
+
+
+def mmr_fetch_k(k: Any, fetch_k: int | None = None, factor: float | None = None) -> Any:
+    """MMR's candidate count: ``fetch_k``, else ``factor`` (None: LlamaIndex's 4.0) x ``k`` (a bad
+    ``k`` is passed on for the core store to refuse)."""
+    if fetch_k is not None or not isinstance(k, int):
+        return fetch_k if fetch_k is not None else k
+    return max(k, int(k * (DEFAULT_MMR_PREFETCH_FACTOR if factor is None else factor)))
+
+
+def _text(query: VectorStoreQuery) -> str:
+    """The query text, for a search that encodes it; raises naming the fix when there is none."""
+    if not query.query_str:
+        mode = VectorStoreQueryMode(query.mode).value
+        found = "only an embedding" if query.query_embedding is not None else "none"
+        raise ValueError(
+            f"query mode {mode!r} needs the query text (query_str); found {found}. "
+            "Fix: query through a retriever, or pass VectorStoreQuery(query_str=...)."
+        )
+    return query.query_str
 
 
 def _selection(
@@ -459,6 +432,14 @@ def _selection(
     return ids, flt if ids is None else And([Condition("$id", "in", ids), flt])
 
 
+def _deletion(node_ids: list[str] | None, filters: MetadataFilters | None, what: str) -> Callable[[Any], Any]:
+    """The core delete of ``delete_nodes``' selection, as a call on an ``M3Store`` or an ``AsyncM3Store``."""
+    ids, flt = _selection(node_ids, filters, what)
+    if flt is None:  # ids alone: a list
+        return lambda store: store.delete(ids or [])
+    return lambda store: store.delete_where(flt)
+
+
 def _to_nodes(points: Sequence[StoredPoint], ids: list[str] | None) -> list[BaseNode]:
     if ids is not None:  # the order asked for (a filtered scroll returns the store's order)
         rank = {str(node_id): i for i, node_id in enumerate(dict.fromkeys(ids))}
@@ -466,7 +447,13 @@ def _to_nodes(points: Sequence[StoredPoint], ids: list[str] | None) -> list[Base
     return [record_to_node(p.id, p.text, p.metadata, p.doc_id, p.extra) for p in points]
 
 
-def _add_args(records: list[NodeRecord], encoded: M3Output) -> tuple[Any, ...]:
+def _embed_texts(records: list[NodeRecord]) -> list[str]:
+    return [r.embed_text for r in records]
+
+
+def _add_args(nodes: list[BaseNode], records: list[NodeRecord], encoded: M3Output) -> tuple[Any, ...]:
+    """``add_encoded``'s arguments for the nodes' records, once their own embeddings are checked."""
+    _check_embeddings(nodes, encoded)
     return (
         [r.text for r in records],
         encoded,
@@ -479,11 +466,10 @@ def _add_args(records: list[NodeRecord], encoded: M3Output) -> tuple[Any, ...]:
 
 def _check_embeddings(nodes: Sequence[BaseNode], encoded: M3Output) -> None:
     """Refuse nodes embedded by another model: their dense vector would not match the rest."""
-    for i, node in enumerate(nodes):
+    for node, ours in zip(nodes, require_output(encoded.dense, "dense"), strict=True):
         if node.embedding is None:
             continue
         given = np.asarray(node.embedding, dtype=np.float32)
-        ours = require_output(encoded.dense, "dense")[i]
         if given.shape != ours.shape:
             raise ValueError(
                 f"node {node.node_id!r} carries a {given.shape[0]}-dim embedding; this store's model gives "

@@ -2,8 +2,8 @@
 
 A server (``url=``) or local mode goes through ``AsyncQdrantClient``, natively async. The
 Edge engine is in-process and its calls block, so on ``path=`` they run on one worker
-thread; query encoding (CPU-bound) runs on a thread too, or on the encoder's own
-``aencode_*`` methods when it has them. The operations themselves are
+thread; encoding goes through the encoder's async view (:func:`m3_rag.types.async_encoder`: its
+own ``aencode_*`` methods, else a worker thread). The operations themselves are
 :class:`m3_rag.store.core.StoreOperations`, shared with :class:`M3Store`.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from m3_rag.store.backends.base import AsyncBackend
 from m3_rag.store.core import StoreCore, StoreOperations
-from m3_rag.types import M3Output, OutputName
+from m3_rag.types import M3Output, OutputName, async_encoder
 
 __all__ = ["AsyncM3Store"]
 
@@ -63,10 +63,9 @@ class AsyncM3Store(StoreOperations):
 
     async def _encode(self, kind: str, texts: list[str], outputs: tuple[OutputName, ...]) -> M3Output:
         await self._ready()  # a wrong schema fails before any encoding
-        native = getattr(self.encoder, f"aencode_{kind}", None)
-        if native is not None:
-            return await native(texts, outputs=outputs)
-        return await asyncio.to_thread(getattr(self.encoder, f"encode_{kind}"), texts, outputs=outputs)
+        encoder = async_encoder(self.encoder)
+        encode = encoder.aencode_queries if kind == "queries" else encoder.aencode_documents
+        return await encode(texts, outputs=outputs)
 
     async def _compute(self, fn: Callable[..., R], *args: Any) -> R:
         await self._ready()  # the collection's settings are read when it opens

@@ -27,7 +27,9 @@ class M3Store(StoreCore):
     ``"float32"``) and ``colbert_pool_factor`` (1: every token vector; f: about 1/f of them,
     merged by hierarchical pooling): how ColBERT vectors are stored. ``None`` (the default)
     takes an existing collection's recorded settings, else :data:`m3_rag.store.schema.DEFAULT_COLBERT`;
-    an explicit value an existing collection does not have raises ``SchemaMismatchError``. ``weights``: the (dense, sparse,
+    an explicit value an existing collection does not have raises ``SchemaMismatchError``. ``dense_quantization``
+    (``"int8"``, the default for a new collection: Qdrant's scalar quantization, hits rescored with the
+    originals; ``"none"``: float32 only, m3-rag 0.1.0's) is read back and checked the same way. ``weights``: the (dense, sparse,
     colbert) weights of ``m3`` searches that pass none (:attr:`weights`); default the encoder's
     model's, ``encoder.config.default_weights``. See ``docs/architecture.md`` (Store) for the
     whole API.
@@ -54,7 +56,8 @@ class M3Store(StoreCore):
         return call(*args)  # a sync call: the operation never suspends (see core.blocking)
 
     async def _encode(self, kind: str, texts: list[str], outputs: tuple[OutputName, ...]) -> M3Output:
-        return getattr(self.encoder, f"encode_{kind}")(texts, outputs=outputs)
+        encode = self.encoder.encode_queries if kind == "queries" else self.encoder.encode_documents
+        return encode(texts, outputs=outputs)
 
     async def _compute(self, fn: Callable[..., R], *args: Any) -> R:
         return fn(*args)

@@ -21,7 +21,7 @@ import torch
 from m3_rag.loading import load_backbone, resolve_model
 from m3_rag.train.model import HeadSpec, M3Heads, head_outputs
 from m3_rag.train.states import StateStore
-from m3_rag.types import ALL_OUTPUTS, M3Output, SparseVector, validate_outputs
+from m3_rag.types import ALL_OUTPUTS, Encoder, M3Output, OutputName, SparseVector, validate_outputs
 
 __all__ = ["StateCachedEncoder", "open_encoder"]
 
@@ -33,9 +33,10 @@ class _Config:
 
 
 class StateCachedEncoder:
-    """``encode_queries``/``encode_documents`` like :class:`M3Encoder`, from cached backbone states."""
+    """``encode_queries``/``encode_documents`` like :class:`M3Encoder`, from cached backbone states
+    (an :class:`~m3_rag.types.Encoder`; progress bars are the constructor's ``show_progress``)."""
 
-    outputs = ALL_OUTPUTS
+    outputs: tuple[OutputName, ...] = ALL_OUTPUTS
 
     def __init__(
         self,
@@ -64,10 +65,14 @@ class StateCachedEncoder:
         self._batch = batch
         self._progress = show_progress
 
-    def encode_queries(self, texts: Sequence[str], outputs: Collection[str] = ALL_OUTPUTS, **_: object) -> M3Output:
+    def encode_queries(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ALL_OUTPUTS, show_progress: bool = False, **_: object
+    ) -> M3Output:
         return self._encode(list(texts), "query", validate_outputs(outputs))
 
-    def encode_documents(self, texts: Sequence[str], outputs: Collection[str] = ALL_OUTPUTS, **_: object) -> M3Output:
+    def encode_documents(
+        self, texts: Sequence[str], *, outputs: Collection[str] = ALL_OUTPUTS, show_progress: bool = False, **_: object
+    ) -> M3Output:
         return self._encode(list(texts), "document", validate_outputs(outputs))
 
     @torch.inference_mode()
@@ -107,7 +112,7 @@ def open_encoder(
     device: str | None = None,
     show_progress: bool = True,
     **lengths: Unpack[_Lengths],
-):
+) -> Encoder:
     """The encoder a command scores with: heads over cached states when ``state_cache`` is given
     (``device`` unused: the heads run on the CPU), else :class:`m3_rag.encoder.M3Encoder`.
     ``lengths``: ``query_max_length`` / ``document_max_length``; absent ones are the encoder's own
