@@ -14,6 +14,10 @@ integer outside Qdrant's signed 64-bit range, a string that is not valid Unicode
 ``in``/``nin`` list, an empty ``And``/``Or`` or nesting deeper than :data:`MAX_FILTER_DEPTH`
 raises: nothing ever silently matches everything.
 
+Each backend translates a tree through :func:`build_filter`, one walk for all of them, given
+its own :class:`FilterParts` (the Qdrant classes it builds): the translation rules (numeric
+equality as a range, ``nin`` as NOT(``in``), ...) are written once.
+
 >>> f = parse_filter({"year": {"$gte": 2020}, "$or": [{"tag": "a"}, {"tag": {"$in": ["b", "c"]}}]})
 >>> f
 And(items=(Condition(key='year', op='gte', value=2020), Or(items=(Condition(key='tag', op='eq', value='a'), Condition(key='tag', op='in', value=('b', 'c'))))))
@@ -30,7 +34,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from m3_rag.store.payload import DOC_ID_KEY, ID_KEY, METADATA_KEY, TEXT_KEY
 from m3_rag.validation import short_repr, unicode_problem
@@ -49,6 +53,9 @@ __all__ = [
     "MAX_FILTER_DEPTH",
     "filter_depth",
     "numeric_bound",
+    "FilterParts",
+    "FilterClauses",
+    "build_filter",
 ]
 
 OPERATORS = ("eq", "ne", "lt", "lte", "gt", "gte", "in", "nin", "text", "is_empty")
@@ -302,3 +309,106 @@ def as_filter(value: FilterLike) -> FilterNode | None:
         f"filter must be a Condition/And/Or/Not, a dict or None; found {type(value).__name__}. "
         "Fix: build it with m3_rag.store.filters or pass a Mongo-style dict."
     )
+
+
+# -------------------------------------------------------------------------------- translation
+class FilterParts(Protocol):
+    """One backend's constructors of Qdrant filter parts, for :func:`build_filter`.
+
+    Parts are the backend's own condition objects; its ``Filter`` is one of them, so the
+    clause constructors nest. ``bounds`` map range operators (``gte`` ...) to their values.
+    """
+
+    def refuse(self, condition: Condition) -> None:
+        """Raise for a condition this backend cannot translate faithfully; else return."""
+
+    def is_filter(self, part: Any) -> bool: ...
+    def must(self, parts: list[Any]) -> Any: ...
+    def should(self, parts: list[Any]) -> Any: ...
+    def must_not(self, parts: list[Any]) -> Any: ...
+    def match_value(self, key: str, value: str | int | bool) -> Any: ...
+    def match_any(self, key: str, values: list[str]) -> Any: ...
+    def match_text(self, key: str, text: str) -> Any: ...
+    def range_float(self, key: str, bounds: dict[str, float]) -> Any: ...
+    def range_datetime(self, key: str, bounds: dict[str, dt.date]) -> Any: ...
+    def is_empty(self, key: str) -> Any: ...
+
+
+class FilterClauses:
+    """The backend-neutral half of a :class:`FilterParts`: the clauses, for a backend whose
+    ``Filter`` class takes ``must``/``should``/``must_not`` lists (both Qdrant clients' do).
+    A backend sets :attr:`filter_class` and adds its field conditions."""
+
+    #: The backend's ``Filter`` class.
+    filter_class: type[Any]
+
+    def refuse(self, condition: Condition) -> None:
+        """Every condition translates (a backend that cannot match some overrides this)."""
+
+    def is_filter(self, part: Any) -> bool:
+        return isinstance(part, self.filter_class)
+
+    def must(self, parts: list[Any]) -> Any:
+        return self.filter_class(must=parts)
+
+    def should(self, parts: list[Any]) -> Any:
+        return self.filter_class(should=parts)
+
+    def must_not(self, parts: list[Any]) -> Any:
+        return self.filter_class(must_not=parts)
+
+
+def build_filter(node: FilterNode, parts: FilterParts) -> Any:
+    """``node`` as the backend's top-level ``Filter``, built from ``parts``.
+
+    The one walk of the filter tree every backend translates through, so they cannot drift
+    apart; a bare condition at the top goes into ``must`` (a Filter is what engines take).
+    """
+    built = _part(node, parts)
+    return built if parts.is_filter(built) else parts.must([built])
+
+
+def _part(node: FilterNode, parts: FilterParts) -> Any:
+    if isinstance(node, And):
+        return parts.must([_part(c, parts) for c in node.items])
+    if isinstance(node, Or):
+        return parts.should([_part(c, parts) for c in node.items])
+    if isinstance(node, Not):
+        return parts.must_not([_part(node.item, parts)])
+    if isinstance(node, Condition):
+        return _condition_part(node, parts)
+    raise TypeError(f"not a filter node: {node!r}")
+
+
+def _condition_part(c: Condition, parts: FilterParts) -> Any:
+    parts.refuse(c)
+    key = payload_key(c.key)
+    op, v = c.op, c.value
+    if op in ("eq", "ne"):
+        inner = _equals(key, v, parts)
+        # ne as NOT(eq) so it also matches points without the key (MongoDB's $ne).
+        return inner if op == "eq" else parts.must_not([inner])
+    if op in _RANGE_OPS:
+        if isinstance(v, (dt.datetime, dt.date)):
+            return parts.range_datetime(key, {op: v})
+        return parts.range_float(key, {op: float(v)})
+    if op in ("in", "nin"):
+        if isinstance(v[0], str):  # Condition made the list all-str or all-int
+            inner = parts.match_any(key, list(v))
+        else:  # numbers compare as numbers, one equality each (MatchAny would miss stored floats)
+            inner = parts.should([_equals(key, x, parts) for x in v])
+        # nin as NOT(in) so it also matches points without the key, like `ne`.
+        return inner if op == "in" else parts.must_not([inner])
+    if op == "text":
+        return parts.match_text(key, v)
+    if op == "is_empty":
+        inner = parts.is_empty(key)
+        return inner if v else parts.must_not([inner])
+    raise ValueError(f"unknown filter operator {op!r}")  # unreachable: Condition validates
+
+
+def _equals(key: str, v: Any, parts: FilterParts) -> Any:
+    bound = numeric_bound(v)  # see numeric_bound: an exact match would miss 1 vs a stored 1.0
+    if bound is not None:
+        return parts.range_float(key, {"gte": bound, "lte": bound})
+    return parts.match_value(key, v)

@@ -1,7 +1,10 @@
 """qdrant-client backend: a Qdrant server or cluster (url), or local mode (``:memory:``) in tests.
 
-The request translation is shared by the sync (:class:`ClientBackend`, ``QdrantClient``) and
-the natively async (:class:`AsyncClientBackend`, ``AsyncQdrantClient``) backends.
+The sync (:class:`ClientBackend`, ``QdrantClient``) and the natively async
+(:class:`AsyncClientBackend`, ``AsyncQdrantClient``) backends share every operation, written
+once as a coroutine in the pattern of :mod:`m3_rag.store.core`: it reaches the client through
+one hook, ``_io``, which the async backend awaits and the sync one calls directly (never
+suspending, so :func:`~m3_rag.store.core.blocking` runs it with one ``send``).
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +20,8 @@ import numpy as np
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 
 from m3_rag.store.backends.base import Hit, refuse_vacuous_filter
-from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, numeric_bound, payload_key
+from m3_rag.store.core import blocking
+from m3_rag.store.filters import FilterClauses, FilterNode, build_filter
 from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
 from m3_rag.store.payload import DOC_ID_KEY
@@ -32,6 +36,7 @@ from m3_rag.store.schema import (
     StoreSchema,
     VectorSpec,
     check_schema,
+    quantization_kind,
 )
 from m3_rag.types import SparseVector
 
@@ -54,8 +59,15 @@ _DATATYPES = {
 METADATA_KEY = "m3_rag"
 
 
+#: Exact scores: no HNSW and no quantized copy (the m3 plan's rescoring).
+_EXACT = models.SearchParams(exact=True, quantization=models.QuantizationSearchParams(ignore=True))
+# always_ram: HNSW walks the int8 copy in RAM; the float32 originals only rescore the hits.
+_INT8 = models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(type=models.ScalarType.INT8, always_ram=True))
+
+
 def collection_params(schema: StoreSchema) -> dict[str, Any]:
-    vectors = {DENSE: models.VectorParams(size=schema.dense_dim, distance=models.Distance.COSINE)}
+    quantization = _INT8 if schema.dense_quantization == "int8" else None
+    vectors = {DENSE: models.VectorParams(size=schema.dense_dim, distance=models.Distance.COSINE, quantization_config=quantization)}
     if schema.has_colbert:
         vectors[COLBERT] = models.VectorParams(
             size=schema.colbert_size,
@@ -72,9 +84,12 @@ def collection_params(schema: StoreSchema) -> dict[str, Any]:
 def _opened_schema(collection: str, info: models.CollectionInfo, schema: StoreSchema) -> StoreSchema:
     """``schema`` with what an existing collection recorded (validated)."""
     check_schema(collection, _found_specs(info), schema)
+    params = info.config.params.vectors
+    dense = params.get(DENSE) if isinstance(params, dict) else None
+    found = (dense.quantization_config if dense is not None else None) or info.config.quantization_config
+    schema = schema.with_recorded_dense(collection, quantization_kind(found.model_dump(exclude_none=True) if found else None))
     if not schema.has_colbert:
         return schema
-    params = info.config.params.vectors
     datatype = params[COLBERT].datatype if isinstance(params, dict) else None
     record = (info.config.metadata or {}).get(METADATA_KEY) or {}
     try:
@@ -165,7 +180,7 @@ def _query_kwargs(
         "prefetch": [_prefetch(p, flt) for p in plan.prefetches] or None,
         "query_filter": flt,
         # Local mode is exact anyway, and warns on every search that is given search params.
-        "search_params": models.SearchParams(exact=True) if plan.exact and not local else None,
+        "search_params": _EXACT if plan.exact and not local else None,
         "limit": plan.limit,
         "with_payload": with_payload,
         "with_vectors": with_vectors,
@@ -208,57 +223,40 @@ def _hit(point: Any, with_vectors: bool | list[str]) -> Hit:
     return Hit(point.id, float(getattr(point, "score", 0.0) or 0.0), dict(point.payload or {}), vectors)
 
 
+class _ClientFilterParts(FilterClauses):
+    """qdrant-client's filter models, for the shared walk :func:`~m3_rag.store.filters.build_filter`
+    (every condition translates here, booleans included)."""
+
+    filter_class = models.Filter
+
+    def match_value(self, key: str, value: str | int | bool) -> models.FieldCondition:
+        return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+    def match_any(self, key: str, values: list[str]) -> models.FieldCondition:
+        return models.FieldCondition(key=key, match=models.MatchAny(any=values))
+
+    def match_text(self, key: str, text: str) -> models.FieldCondition:
+        return models.FieldCondition(key=key, match=models.MatchText(text=text))
+
+    def range_float(self, key: str, bounds: dict[str, float]) -> models.FieldCondition:
+        return models.FieldCondition(key=key, range=models.Range(**bounds))
+
+    def range_datetime(self, key: str, bounds: dict[str, dt.date]) -> models.FieldCondition:
+        return models.FieldCondition(key=key, range=models.DatetimeRange(**bounds))
+
+    def is_empty(self, key: str) -> models.IsEmptyCondition:
+        return models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
+
+
+_FILTER_PARTS = _ClientFilterParts()
+
+
 def _maybe_filter(node: FilterNode | None) -> models.Filter | None:
     return None if node is None else to_client_filter(node)
 
 
 def to_client_filter(node: FilterNode) -> models.Filter:
-    cond = _condition(node)
-    return cond if isinstance(cond, models.Filter) else models.Filter(must=[cond])
-
-
-def _condition(node: FilterNode) -> Any:
-    if isinstance(node, And):
-        return models.Filter(must=[_condition(c) for c in node.items])
-    if isinstance(node, Or):
-        return models.Filter(should=[_condition(c) for c in node.items])
-    if isinstance(node, Not):
-        return models.Filter(must_not=[_condition(node.item)])
-    if isinstance(node, Condition):
-        return _field(node)
-    raise TypeError(f"not a filter node: {node!r}")
-
-
-def _field(c: Condition) -> Any:
-    key = payload_key(c.key)
-    op, v = c.op, c.value
-    if op in ("eq", "ne"):
-        inner = _equals(key, v)
-        return inner if op == "eq" else models.Filter(must_not=[inner])
-    if op in ("lt", "lte", "gt", "gte"):
-        if isinstance(v, (dt.datetime, dt.date)):
-            return models.FieldCondition(key=key, range=models.DatetimeRange(**{op: v}))
-        return models.FieldCondition(key=key, range=models.Range(**{op: float(v)}))
-    if op in ("in", "nin"):
-        if isinstance(v[0], str):
-            inner = models.FieldCondition(key=key, match=models.MatchAny(any=list(v)))
-        else:  # numbers compare as numbers, one equality each
-            inner = models.Filter(should=[_equals(key, x) for x in v])
-        # nin as NOT(in) so it also matches points without the key, like `ne`.
-        return inner if op == "in" else models.Filter(must_not=[inner])
-    if op == "text":
-        return models.FieldCondition(key=key, match=models.MatchText(text=v))
-    if op == "is_empty":
-        inner = models.IsEmptyCondition(is_empty=models.PayloadField(key=key))
-        return inner if v else models.Filter(must_not=[inner])
-    raise ValueError(f"unknown filter operator {op!r}")  # unreachable: Condition validates
-
-
-def _equals(key: str, v: Any) -> Any:
-    bound = numeric_bound(v)
-    if bound is not None:
-        return models.FieldCondition(key=key, range=models.Range(gte=bound, lte=bound))
-    return models.FieldCondition(key=key, match=models.MatchValue(value=v))
+    return build_filter(node, _FILTER_PARTS)
 
 
 def _delete_selector(filter: FilterNode) -> models.FilterSelector:
@@ -303,84 +301,31 @@ def _is_local(client: Any) -> bool:
     return isinstance(getattr(client, "_client", None), (QdrantLocal, AsyncQdrantLocal))
 
 
-class ClientBackend:
-    def __init__(self, client: QdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
+class _ClientCore:
+    """The state of both client backends, and the one hook their operations reach the client through."""
+
+    def __init__(self, client: Any, collection: str, options: ServerOptions) -> None:
         self._local = _is_local(client)
-        self.client: Any = _Serialised(client) if self._local else client
+        self.client: Any = client
         self.collection = collection
         self.options = options
 
-    def open(self, schema: StoreSchema) -> StoreSchema:
-        if self.client.collection_exists(self.collection):
-            return _opened_schema(self.collection, self.client.get_collection(self.collection), schema)
-        schema = schema.for_new_collection()
-        self.client.create_collection(
-            self.collection,
-            shard_number=self.options.shard_number,
-            replication_factor=self.options.replication_factor,
-            **collection_params(schema),
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING)
-            self.client.create_payload_index(self.collection, **_doc_id_index_args())
-        return schema
-
-    def upsert(self, points: Sequence[PointData]) -> None:
-        if points:
-            self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
-
-    def query_batch(self, plans: Sequence[QueryPlan]) -> list[list[Hit]]:
-        return _batch_hits(self.client.query_batch_points(self.collection, _batch_requests(plans, self._local)))
-
-    def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
-        res = self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))
-        return [_hit(p, with_vectors) for p in res.points]
-
-    def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
-        if not point_ids:
-            return []
-        recs = self.client.retrieve(self.collection, list(point_ids), with_payload=True, with_vectors=with_vectors)
-        return [_hit(r, with_vectors) for r in recs]
-
-    def scroll(
-        self, filter: FilterNode | None, limit: int, offset: PointId | None = None, with_vectors: bool = False
-    ) -> tuple[list[Hit], PointId | None]:
-        return _page(self.client.scroll(self.collection, **_scroll_kwargs(filter, limit, offset, with_vectors)), with_vectors)
-
-    def delete(self, point_ids: Sequence[PointId]) -> None:
-        if point_ids:
-            self.client.delete(self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
-
-    def delete_where(self, filter: FilterNode) -> None:
-        self.client.delete(self.collection, _delete_selector(filter), wait=True)
-
-    def count(self, filter: FilterNode | None = None) -> int:
-        return int(self.client.count(self.collection, count_filter=_maybe_filter(filter), exact=True).count)
-
-    def clear(self) -> None:
-        self.client.delete(self.collection, models.FilterSelector(filter=models.Filter()), wait=True)
-
-    def optimize(self) -> None:
-        """A server optimizes in the background; nothing to do."""
-
-    def close(self) -> None:
-        self.client.close()
+    async def _io(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one client call (``call`` is a bound method of ``self.client``)."""
+        raise NotImplementedError
 
 
-class AsyncClientBackend:
-    """The same over ``AsyncQdrantClient``: every call is a native coroutine."""
-
-    def __init__(self, client: AsyncQdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
-        self.client = client
-        self.collection = collection
-        self.options = options
-        self._local = _is_local(client)
+class _ClientOperations(_ClientCore):
+    """Every backend operation once, as a coroutine that reaches the client only through ``_io``
+    (:class:`AsyncClientBackend` inherits them; :class:`ClientBackend` wraps each in
+    :func:`~m3_rag.store.core.blocking`), so the sync and async backends cannot drift apart."""
 
     async def open(self, schema: StoreSchema) -> StoreSchema:
-        if await self.client.collection_exists(self.collection):
-            return _opened_schema(self.collection, await self.client.get_collection(self.collection), schema)
+        if await self._io(self.client.collection_exists, self.collection):
+            return _opened_schema(self.collection, await self._io(self.client.get_collection, self.collection), schema)
         schema = schema.for_new_collection()
-        await self.client.create_collection(
+        await self._io(
+            self.client.create_collection,
             self.collection,
             shard_number=self.options.shard_number,
             replication_factor=self.options.replication_factor,
@@ -388,49 +333,87 @@ class AsyncClientBackend:
         )
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_LOCAL_INDEX_WARNING)
-            await self.client.create_payload_index(self.collection, **_doc_id_index_args())
+            await self._io(self.client.create_payload_index, self.collection, **_doc_id_index_args())
         return schema
 
     async def upsert(self, points: Sequence[PointData]) -> None:
         if points:
-            await self.client.upsert(self.collection, [_point(p) for p in points], wait=True)
+            await self._io(self.client.upsert, self.collection, [_point(p) for p in points], wait=True)
 
     async def query_batch(self, plans: Sequence[QueryPlan]) -> list[list[Hit]]:
         requests = _batch_requests(plans, self._local)
-        return _batch_hits(await self.client.query_batch_points(self.collection, requests))
+        return _batch_hits(await self._io(self.client.query_batch_points, self.collection, requests))
 
     async def query(self, plan: QueryPlan, with_vectors: bool | list[str] = False) -> list[Hit]:
-        res = await self.client.query_points(self.collection, **_query_kwargs(plan, with_vectors))
+        res = await self._io(self.client.query_points, self.collection, **_query_kwargs(plan, with_vectors))
         return [_hit(p, with_vectors) for p in res.points]
 
     async def retrieve(self, point_ids: Sequence[PointId], with_vectors: bool = False) -> list[Hit]:
         if not point_ids:
             return []
-        recs = await self.client.retrieve(self.collection, list(point_ids), with_payload=True, with_vectors=with_vectors)
+        recs = await self._io(
+            self.client.retrieve, self.collection, list(point_ids), with_payload=True, with_vectors=with_vectors
+        )
         return [_hit(r, with_vectors) for r in recs]
 
     async def scroll(
         self, filter: FilterNode | None, limit: int, offset: PointId | None = None, with_vectors: bool = False
     ) -> tuple[list[Hit], PointId | None]:
-        result = await self.client.scroll(self.collection, **_scroll_kwargs(filter, limit, offset, with_vectors))
+        kwargs = _scroll_kwargs(filter, limit, offset, with_vectors)
+        result = await self._io(self.client.scroll, self.collection, **kwargs)
         return _page(result, with_vectors)
 
     async def delete(self, point_ids: Sequence[PointId]) -> None:
         if point_ids:
-            await self.client.delete(self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
+            await self._io(self.client.delete, self.collection, models.PointIdsList(points=list(point_ids)), wait=True)
 
     async def delete_where(self, filter: FilterNode) -> None:
-        await self.client.delete(self.collection, _delete_selector(filter), wait=True)
+        await self._io(self.client.delete, self.collection, _delete_selector(filter), wait=True)
 
     async def count(self, filter: FilterNode | None = None) -> int:
-        return int((await self.client.count(self.collection, count_filter=_maybe_filter(filter), exact=True)).count)
+        counted = await self._io(self.client.count, self.collection, count_filter=_maybe_filter(filter), exact=True)
+        return int(counted.count)
 
     async def clear(self) -> None:
-        await self.client.delete(self.collection, models.FilterSelector(filter=models.Filter()), wait=True)
+        await self._io(self.client.delete, self.collection, models.FilterSelector(filter=models.Filter()), wait=True)
 
     async def optimize(self) -> None:
         """A server optimizes in the background; nothing to do."""
 
     async def close(self) -> None:
-        await self.client.close()
+        await self._io(self.client.close)
 
+
+class ClientBackend(_ClientCore):
+    """The operations over ``QdrantClient``, as plain blocking calls."""
+
+    def __init__(self, client: QdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
+        super().__init__(client, collection, options)
+        if self._local:  # decided on the client itself: the wrapper would hide what it is
+            self.client = _Serialised(client)
+
+    async def _io(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return call(*args, **kwargs)  # a sync call: the operation never suspends (see core.blocking)
+
+    open = blocking(_ClientOperations.open)
+    upsert = blocking(_ClientOperations.upsert)
+    query_batch = blocking(_ClientOperations.query_batch)
+    query = blocking(_ClientOperations.query)
+    retrieve = blocking(_ClientOperations.retrieve)
+    scroll = blocking(_ClientOperations.scroll)
+    delete = blocking(_ClientOperations.delete)
+    delete_where = blocking(_ClientOperations.delete_where)
+    count = blocking(_ClientOperations.count)
+    clear = blocking(_ClientOperations.clear)
+    optimize = blocking(_ClientOperations.optimize)
+    close = blocking(_ClientOperations.close)
+
+
+class AsyncClientBackend(_ClientOperations):
+    """The same over ``AsyncQdrantClient``: every call is a native coroutine."""
+
+    def __init__(self, client: AsyncQdrantClient, collection: str, options: ServerOptions = ServerOptions()) -> None:
+        super().__init__(client, collection, options)
+
+    async def _io(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await call(*args, **kwargs)

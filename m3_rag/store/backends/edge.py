@@ -22,7 +22,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from m3_rag.store.backends.base import Hit, StorageFullError, StoreLockedError, refuse_vacuous_filter
-from m3_rag.store.filters import And, Condition, FilterNode, Not, Or, numeric_bound, payload_key
+from m3_rag.store.filters import Condition, FilterClauses, FilterNode, build_filter
 from m3_rag.store.ids import PointId
 from m3_rag.store.ingest import PointData
 from m3_rag.store.names import edge_collection_dir
@@ -38,6 +38,7 @@ from m3_rag.store.schema import (
     StoreSchema,
     VectorSpec,
     check_schema,
+    quantization_kind,
 )
 from m3_rag.types import SparseVector
 
@@ -88,7 +89,13 @@ def _write_bytes(points: Sequence[PointData]) -> int:
 
 
 def edge_config(schema: StoreSchema) -> qe.EdgeConfig:
-    vectors: dict[str, qe.EdgeVectorParams] = {DENSE: qe.EdgeVectorParams(size=schema.dense_dim, distance=qe.Distance.Cosine)}
+    # always_ram: HNSW walks the int8 copy in RAM; the float32 originals only rescore the hits.
+    quantization = (
+        qe.ScalarQuantizationConfig(qe.ScalarType.Int8, always_ram=True) if schema.dense_quantization == "int8" else None
+    )
+    vectors: dict[str, qe.EdgeVectorParams] = {
+        DENSE: qe.EdgeVectorParams(size=schema.dense_dim, distance=qe.Distance.Cosine, quantization_config=quantization)
+    }
     if schema.has_colbert:
         vectors[COLBERT] = qe.EdgeVectorParams(
             size=schema.colbert_size,
@@ -170,6 +177,9 @@ class EdgeBackend:
             if config_file.exists():
                 config = _read_config(config_file)
                 check_schema(self.collection, _found_specs(config), schema)
+                dense = (config.get("vectors") or {}).get(DENSE) or {}
+                found = quantization_kind(dense.get("quantization_config") or config.get("quantization_config"))
+                schema = schema.with_recorded_dense(self.collection, found)
                 if schema.has_colbert:
                     schema = schema.with_recorded(self.collection, self._recorded(config))
                 # Loading replays the WAL's unflushed tail into segments (after a crash, up to
@@ -294,7 +304,8 @@ def _request(plan: QueryPlan, with_vectors: bool | list[str], with_payload: bool
         query=_scoring(plan.query),
         prefetches=[_prefetch(p, flt) for p in plan.prefetches] or None,
         filter=flt,
-        params=qe.SearchParams(exact=True) if plan.exact else None,
+        # Exact: no HNSW and no quantized copy, so the scores are the originals'.
+        params=qe.SearchParams(exact=True, quantization=qe.QuantizationSearchParams(ignore=True)) if plan.exact else None,
         with_payload=with_payload,
         with_vector=with_vectors,
     )
@@ -349,11 +360,43 @@ def _hit(record: Any, score: float, with_vectors: bool | list[str]) -> Hit:
     return Hit(point_id, float(score), dict(record.payload or {}), vectors)
 
 
-def _edge_equals(key: str, v: Any) -> Any:
-    bound = numeric_bound(v)
-    if bound is not None:
-        return qe.FieldCondition(key, range=qe.RangeFloat(gte=bound, lte=bound))
-    return qe.FieldCondition(key, match=qe.MatchValue(v))
+class _EdgeFilterParts(FilterClauses):
+    """Qdrant Edge's filter classes, for the shared walk :func:`~m3_rag.store.filters.build_filter`."""
+
+    filter_class = qe.Filter
+
+    def refuse(self, condition: Condition) -> None:
+        op, v = condition.op, condition.value
+        if (op in ("eq", "ne") and isinstance(v, bool)) or (op in ("in", "nin") and any(isinstance(x, bool) for x in v)):
+            # qdrant-edge-py 0.9.0 turns a boolean match value into the integer 1, which then
+            # matches nothing: refuse rather than return a silently empty result.
+            raise ValueError(
+                f"filter on {condition.key!r} compares with a boolean ({v!r}); Qdrant Edge 0.9.0 cannot match "
+                f"booleans (it reads True as 1). Fix: store the flag as a string or an int and filter on that, "
+                f"or use a Qdrant server (url=...) or location=':memory:'."
+            )
+
+    def match_value(self, key: str, value: str | int | bool) -> qe.FieldCondition:
+        return qe.FieldCondition(key, match=qe.MatchValue(value))
+
+    def match_any(self, key: str, values: list[str]) -> qe.FieldCondition:
+        return qe.FieldCondition(key, match=qe.MatchAny(values))
+
+    def match_text(self, key: str, text: str) -> qe.FieldCondition:
+        return qe.FieldCondition(key, match=qe.MatchText(text))
+
+    def range_float(self, key: str, bounds: dict[str, float]) -> qe.FieldCondition:
+        return qe.FieldCondition(key, range=qe.RangeFloat(**bounds))
+
+    def range_datetime(self, key: str, bounds: dict[str, dt.date]) -> qe.FieldCondition:
+        # Edge takes datetimes as RFC 3339 text.
+        return qe.FieldCondition(key, range=qe.RangeDateTime(**{op: v.isoformat() for op, v in bounds.items()}))
+
+    def is_empty(self, key: str) -> qe.IsEmptyCondition:
+        return qe.IsEmptyCondition(key)
+
+
+_FILTER_PARTS = _EdgeFilterParts()
 
 
 def _maybe_filter(node: FilterNode | None) -> qe.Filter | None:
@@ -361,50 +404,4 @@ def _maybe_filter(node: FilterNode | None) -> qe.Filter | None:
 
 
 def to_edge_filter(node: FilterNode) -> qe.Filter:
-    cond = _edge_condition(node)
-    return cond if isinstance(cond, qe.Filter) else qe.Filter(must=[cond])
-
-
-def _edge_condition(node: FilterNode) -> Any:
-    if isinstance(node, And):
-        return qe.Filter(must=[_edge_condition(c) for c in node.items])
-    if isinstance(node, Or):
-        return qe.Filter(should=[_edge_condition(c) for c in node.items])
-    if isinstance(node, Not):
-        return qe.Filter(must_not=[_edge_condition(node.item)])
-    if isinstance(node, Condition):
-        return _edge_field(node)
-    raise TypeError(f"not a filter node: {node!r}")
-
-
-def _edge_field(c: Condition) -> Any:
-    key = payload_key(c.key)
-    op, v = c.op, c.value
-    if (op in ("eq", "ne") and isinstance(v, bool)) or (op in ("in", "nin") and any(isinstance(x, bool) for x in v)):
-        # qdrant-edge-py 0.9.0 turns a boolean match value into the integer 1, which then
-        # matches nothing: refuse rather than return a silently empty result.
-        raise ValueError(
-            f"filter on {c.key!r} compares with a boolean ({v!r}); Qdrant Edge 0.9.0 cannot match booleans "
-            f"(it reads True as 1). Fix: store the flag as a string or an int and filter on that, "
-            f"or use a Qdrant server (url=...) or location=':memory:'."
-        )
-    if op in ("eq", "ne"):
-        inner = _edge_equals(key, v)
-        return inner if op == "eq" else qe.Filter(must_not=[inner])
-    if op in ("lt", "lte", "gt", "gte"):
-        if isinstance(v, (dt.datetime, dt.date)):
-            return qe.FieldCondition(key, range=qe.RangeDateTime(**{op: v.isoformat()}))
-        return qe.FieldCondition(key, range=qe.RangeFloat(**{op: float(v)}))
-    if op in ("in", "nin"):
-        if isinstance(v[0], str):
-            inner = qe.FieldCondition(key, match=qe.MatchAny(list(v)))
-        else:  # numbers compare as numbers, one equality each
-            inner = qe.Filter(should=[_edge_equals(key, x) for x in v])
-        # nin as NOT(in) so it also matches points without the key, like `ne`.
-        return inner if op == "in" else qe.Filter(must_not=[inner])
-    if op == "text":
-        return qe.FieldCondition(key, match=qe.MatchText(v))
-    if op == "is_empty":
-        inner = qe.IsEmptyCondition(key)
-        return inner if v else qe.Filter(must_not=[inner])
-    raise ValueError(f"unknown filter operator {op!r}")  # unreachable: Condition validates
+    return build_filter(node, _FILTER_PARTS)
