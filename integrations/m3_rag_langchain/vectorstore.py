@@ -154,35 +154,22 @@ class M3VectorStore(VectorStore):
 
     # ------------------------------------------------------------------------------ write
     def add_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict] | None = None,
-        *,
-        ids: Sequence[str | None] | None = None,
-        batch_size: int = 64,
-        show_progress: bool = False,
+        self, texts: Iterable[str], metadatas: list[dict] | None = None, *, ids: Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        """Add (or overwrite, by id) texts; missing ids get a UUID4. Returns the ids."""
-        _no_extra(kwargs, "add_texts")
-        texts, metadatas, ids = _rows(texts, metadatas, ids)
-        self._store.add_texts(texts, ids, metadatas, batch_size=batch_size, show_progress=show_progress)
-        return ids
+        """Add (or overwrite, by id) texts; missing ids get a UUID4. Returns the ids. Options:
+        ``batch_size`` (64), ``show_progress`` (False)."""
+        rows, options = _add_call(texts, metadatas, ids, kwargs, "add_texts")
+        self._store.add_texts(*rows, **options)
+        return rows[1]
 
     async def aadd_texts(
-        self,
-        texts: Iterable[str],
-        metadatas: list[dict] | None = None,
-        *,
-        ids: Sequence[str | None] | None = None,
-        batch_size: int = 64,
-        show_progress: bool = False,
+        self, texts: Iterable[str], metadatas: list[dict] | None = None, *, ids: Sequence[str | None] | None = None,
         **kwargs: Any,
     ) -> list[str]:
-        _no_extra(kwargs, "aadd_texts")
-        texts, metadatas, ids = _rows(texts, metadatas, ids)
-        await self._aio.add_texts(texts, ids, metadatas, batch_size=batch_size, show_progress=show_progress)
-        return ids
+        rows, options = _add_call(texts, metadatas, ids, kwargs, "aadd_texts")
+        await self._aio.add_texts(*rows, **options)
+        return rows[1]
 
     def add_documents(self, documents: list[Document], **kwargs: Any) -> list[str]:
         # LangChain's version iterates first: a lone Document would be read field by field.
@@ -353,21 +340,15 @@ class M3VectorStore(VectorStore):
     # ------------------------------------------------------------------------ constructors
     @classmethod
     def from_texts(
-        cls,
-        texts: list[str],
-        embedding: Embeddings,
-        metadatas: list[dict] | None = None,
-        *,
-        ids: list[str] | None = None,
-        batch_size: int = 64,
-        show_progress: bool = False,
-        **kwargs: Any,
-    ) -> M3VectorStore:
-        """Build a store (``kwargs`` as for the constructor) and add ``texts`` to it."""
-        texts, metadatas, ids = _rows(texts, metadatas, ids)  # before the store opens its path
+        cls, texts: list[str], embedding: Embeddings, metadatas: list[dict] | None = None, *,
+        ids: list[str] | None = None, **kwargs: Any,
+    ) -> M3VectorStore:  # fmt: skip
+        """Build a store (``kwargs`` as for the constructor, plus the add's ``batch_size`` /
+        ``show_progress``) and add ``texts`` to it."""
+        rows, options = _add_call(texts, metadatas, ids, _pop_add_options(kwargs), "from_texts")  # before the path opens
         vs = cls(embedding, **kwargs)
         try:
-            vs.add_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+            vs._store.add_texts(*rows, **options)
         except BaseException:
             vs.close()  # else an Edge path stays locked by a store the caller never got
             raise
@@ -375,20 +356,13 @@ class M3VectorStore(VectorStore):
 
     @classmethod
     async def afrom_texts(
-        cls,
-        texts: list[str],
-        embedding: Embeddings,
-        metadatas: list[dict] | None = None,
-        *,
-        ids: list[str] | None = None,
-        batch_size: int = 64,
-        show_progress: bool = False,
-        **kwargs: Any,
-    ) -> M3VectorStore:
-        texts, metadatas, ids = _rows(texts, metadatas, ids)
+        cls, texts: list[str], embedding: Embeddings, metadatas: list[dict] | None = None, *,
+        ids: list[str] | None = None, **kwargs: Any,
+    ) -> M3VectorStore:  # fmt: skip
+        rows, options = _add_call(texts, metadatas, ids, _pop_add_options(kwargs), "afrom_texts")
         vs = cls(embedding, **kwargs)
         try:
-            await vs.aadd_texts(texts, metadatas, ids=ids, batch_size=batch_size, show_progress=show_progress)
+            await vs._aio.add_texts(*rows, **options)
         except BaseException:
             await vs.aclose()
             raise
@@ -437,6 +411,23 @@ def _ids_to_delete(ids: list[str] | None) -> list[str]:
             "Fix: pass ids=[...], or call clear() to empty the collection."
         )
     return as_list(ids, "ids", "ids")
+
+
+def _add_call(
+    texts: Iterable[str], metadatas: Iterable[dict] | None, ids: Iterable[str | None] | None, kwargs: dict[str, Any],
+    method: str,
+) -> tuple[tuple[list[str], list[str], list[dict] | None], dict[str, Any]]:
+    """The core ``add_texts`` arguments of a LangChain ``(a)add_texts`` call: (texts, ids, metadatas)
+    and the options it takes (``batch_size``, ``show_progress``); anything else raises."""
+    options = {"batch_size": kwargs.pop("batch_size", 64), "show_progress": kwargs.pop("show_progress", False)}
+    _no_extra(kwargs, method)
+    texts, metadatas, ids = _rows(texts, metadatas, ids)
+    return (texts, ids, metadatas), options
+
+
+def _pop_add_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The add's options out of a ``from_texts`` call's ``kwargs`` (the rest are the constructor's)."""
+    return {name: kwargs.pop(name) for name in ("batch_size", "show_progress") if name in kwargs}
 
 
 def _no_extra(kwargs: dict[str, Any], method: str) -> None:
