@@ -5,9 +5,11 @@ vocabulary, 16-128 ColBERT tokens of 1024 dims; queries have 8-32 ColBERT tokens
 sparse terms. Runs, all in one process:
 
 - the grid: every ``--pool-factors`` x ``--datatypes`` combination at each ``--edge-sizes``,
-  passed to ``M3Store(..., colbert_pool_factor=f, colbert_datatype=dt)``;
-- ``--default-sizes``: Edge runs with the store's defaults (no ColBERT options:
-  ``m3_rag.store.schema.DEFAULT_COLBERT``);
+  passed to ``M3Store(..., colbert_pool_factor=f, colbert_datatype=dt)``, with the dense index
+  of ``--grid-dense-quantization`` (default ``none``: m3-rag 0.1.0's float32-only HNSW, so the
+  float16 / factor-1 row is today's store, the baseline of the ratios);
+- ``--default-sizes``: Edge runs with the store's defaults (no options:
+  ``m3_rag.store.schema.DEFAULT_COLBERT`` and ``DEFAULT_DENSE_QUANTIZATION``);
 - ``--client-sizes``: qdrant-client local mode (store defaults; pure Python, a reference).
 
 Each Edge run follows a user's flow: ``add_encoded`` in batches (timed, so the store's ColBERT
@@ -68,7 +70,7 @@ from tqdm.auto import tqdm
 
 from m3_rag.store import M3Store
 from m3_rag.store.queries import MODES
-from m3_rag.store.schema import COLBERT_DATATYPES, DEFAULT_COLBERT
+from m3_rag.store.schema import COLBERT_DATATYPES, DEFAULT_COLBERT, DEFAULT_DENSE_QUANTIZATION
 from m3_rag.types import M3Output, SparseVector
 
 __all__ = ["SyntheticEncoder", "synthetic_batch", "RunSpec", "plan_runs", "estimate_bytes", "add_ratios", "build_parser", "main"]
@@ -76,7 +78,7 @@ __all__ = ["SyntheticEncoder", "synthetic_batch", "RunSpec", "plan_runs", "estim
 #: Approximate stored bytes per ColBERT dimension (turbo8: 1028 B per 1024-dim token on Edge 0.9).
 BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
 #: The reference every ratio divides by: the unquantized, unpooled storage.
-BASELINE = ("float16", 1)
+BASELINE = ("float16", 1, "none")  # m3-rag 0.1.0's store: float16, unpooled, float32-only dense HNSW
 #: Ratios reported per run against the baseline of the same size: name -> path in the run's dict.
 RATIO_KEYS = {
     "hybrid+rerank_p50": ("latency", "hybrid+rerank", "p50_ms"),
@@ -133,25 +135,29 @@ class RunSpec:
     points: int
     pool_factor: int | None = None
     datatype: str | None = None
+    dense_quantization: str | None = None
 
     @property
     def requested(self) -> str:
-        if self.pool_factor is None and self.datatype is None:
+        if self.pool_factor is None and self.datatype is None and self.dense_quantization is None:
             return "default"
-        return f"f{self.pool_factor if self.pool_factor is not None else '?'}-{self.datatype or '?'}"
+        dense = f"-dense-{self.dense_quantization}" if self.dense_quantization not in (None, "none") else ""
+        return f"f{self.pool_factor if self.pool_factor is not None else '?'}-{self.datatype or '?'}{dense}"
 
 
 def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
-    """The grid at each Edge size, then the default-settings Edge runs, then the client runs."""
-    runs = [
-        RunSpec("edge", n, f, dt)
+    """The grid at each Edge size (after the baseline with ``--with-baseline``), then the
+    default-settings Edge runs, then the client runs."""
+    runs = [RunSpec("edge", n, BASELINE[1], BASELINE[0], BASELINE[2]) for n in args.edge_sizes if args.with_baseline]
+    runs += [
+        RunSpec("edge", n, f, dt, args.grid_dense_quantization)
         for n in args.edge_sizes
         for f in dict.fromkeys(args.pool_factors)
         for dt in dict.fromkeys(args.datatypes)
     ]
     runs += [RunSpec("edge", n) for n in args.default_sizes]
     runs += [RunSpec("qdrant_client_local", n) for n in args.client_sizes if n > 0]
-    return runs
+    return list(dict.fromkeys(runs))  # the baseline may also be a grid point
 
 
 def estimate_bytes(n: int, args: argparse.Namespace, datatype: str | None = None, pool_factor: int | None = None) -> int:
@@ -242,13 +248,15 @@ def _stored_rows(tokens: np.ndarray, pool_factor: int, dim: int) -> np.ndarray:
 def _open(spec: RunSpec, path: Path, enc: SyntheticEncoder, *, reopen: bool = False) -> M3Store:
     if spec.backend != "edge":
         return M3Store(enc, location=":memory:", colbert_pool_factor=spec.pool_factor, colbert_datatype=spec.datatype)  # type: ignore[arg-type]
-    if reopen:  # as a user reopens an index: no ColBERT options, the collection's recorded ones
+    if reopen:  # as a user reopens an index: no options, the collection's recorded ones
         return M3Store(enc, path=path, collection="m3")
-    return M3Store(enc, path=path, collection="m3", colbert_pool_factor=spec.pool_factor, colbert_datatype=spec.datatype)  # type: ignore[arg-type]
+    return M3Store(enc, path=path, collection="m3", colbert_pool_factor=spec.pool_factor, colbert_datatype=spec.datatype,  # type: ignore[arg-type]
+                   dense_quantization=spec.dense_quantization)  # type: ignore[arg-type]  # fmt: skip
 
 
-def run_one(spec: RunSpec, args: argparse.Namespace, workdir: Path, queries: list[M3Output]) -> dict:
-    """Ingest, (Edge: optimize, close, reopen,) measure; the index is removed afterwards, also on Ctrl-C."""
+def run_one(spec: RunSpec, args: argparse.Namespace, workdir: Path, queries: list[M3Output], *, keep: bool = False) -> dict:
+    """Ingest, (Edge: optimize, close, reopen,) measure; the index is removed afterwards, also on
+    Ctrl-C, unless ``keep`` (``--interleave``: it is timed later, beside the others, then removed)."""
     enc = SyntheticEncoder(args.dense_dim, args.colbert_dim)
     edge = spec.backend == "edge"
     path = workdir / f"{spec.backend}-{spec.requested}-{spec.points}"
@@ -284,6 +292,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, workdir: Path, queries: lis
             "points": n,
             "requested": spec.requested,
             **settings.to_json(),
+            "dense_quantization": store.schema.dense_quantization,
             "colbert_original_tokens": original_tokens,
             "colbert_stored_tokens": stored_tokens,
             "stored_per_original_token": round(stored_tokens / max(1, original_tokens), 4),
@@ -328,6 +337,10 @@ def run_one(spec: RunSpec, args: argparse.Namespace, workdir: Path, queries: lis
         warmup = args.warmup if edge else 0
         encoded = queries[: count + warmup]
         result["query_colbert_tokens_mean"] = round(float(np.mean([q.colbert[0].shape[0] for q in encoded])), 1)
+        result["load_avg_before"] = [round(x, 2) for x in load_before]
+        if keep:
+            result["index_path"] = str(path)
+            return result
         latency: dict = {}
         for mode in args.modes:
             latency[mode] = _timed(store, encoded, warmup, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
@@ -336,13 +349,49 @@ def run_one(spec: RunSpec, args: argparse.Namespace, workdir: Path, queries: lis
                 latency[f"hybrid+rerank@prefetch={pk}"] = _timed(store, encoded, warmup, mode="hybrid+rerank", k=args.k, prefetch_k=pk)
         result["latency"] = latency
         result["anon_after_queries_mb"] = round(_anon(proc) / 2**20, 1)
-        result["load_avg_before"] = [round(x, 2) for x in load_before]
         result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
         return result
     finally:
         if store is not None:
             store.close()
-        shutil.rmtree(path, ignore_errors=True)
+        if not keep or sys.exc_info()[0] is not None:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def time_interleaved(runs: list[dict], args: argparse.Namespace, queries: list[M3Output]) -> None:
+    """Time the kept Edge indexes of ``runs`` side by side: every query of every mode goes to each
+    index in turn (the order rotating per query), so that the load of a shared machine falls on
+    all of them alike; each run gets its ``latency`` from these samples. The indexes are removed."""
+    enc = SyntheticEncoder(args.dense_dim, args.colbert_dim)
+    stores: list[M3Store] = []
+    try:
+        for r in runs:
+            path = Path(r["index_path"])
+            stores.append(M3Store(enc, path=path, collection="m3"))
+            if args.warm_cache:
+                _read_files(path)
+        encoded = queries[: args.queries + args.warmup]
+        samples: list[dict[str, tuple[list[float], list[float]]]] = [{m: ([], []) for m in args.modes} for _ in runs]
+        for i, q in enumerate(encoded):
+            for mode in args.modes:
+                for j in range(len(stores)):
+                    at = (i + j) % len(stores)
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    hits = stores[at].search_encoded(q, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
+                    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                    assert hits, f"{mode} returned nothing"
+                    if i >= args.warmup:
+                        samples[at][mode][0].append(wall)
+                        samples[at][mode][1].append(cpu)
+        for r, per_mode in zip(runs, samples, strict=True):
+            r["latency"] = {m: _percentiles(w, c) for m, (w, c) in per_mode.items()}
+            r["latency_timing"] = f"interleaved with {len(runs) - 1} other indexes, query by query"
+            r["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    finally:
+        for store in stores:
+            store.close()
+        for r in runs:
+            shutil.rmtree(r.pop("index_path"), ignore_errors=True)
 
 
 def _get(run: dict, keys: tuple[str, ...]) -> float | None:
@@ -355,12 +404,13 @@ def _get(run: dict, keys: tuple[str, ...]) -> float | None:
 
 
 def add_ratios(runs: list[dict]) -> None:
-    """``ratios_vs_float16_f1`` on every measured Edge run whose size has a float16 / factor-1 run."""
+    """``ratios_vs_float16_f1`` on every measured Edge run whose size has a :data:`BASELINE` run."""
     for run in runs:
         if run.get("skipped") or run["backend"] != "edge":
             continue
         base = next((b for b in runs if not b.get("skipped") and b["backend"] == "edge" and b["points"] == run["points"]
-                     and (b["colbert_datatype"], b["colbert_pool_factor"]) == BASELINE), None)  # fmt: skip
+                     and (b["colbert_datatype"], b["colbert_pool_factor"], b.get("dense_quantization", "none")) == BASELINE),
+                    None)  # fmt: skip
         if base is None:
             continue
         ratios = {}
@@ -393,6 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="ColBERT pool factors of the grid (colbert_pool_factor=)")
     ap.add_argument("--datatypes", nargs="+", default=["float16", "turbo8", "turbo4"], choices=list(COLBERT_DATATYPES),
                     help="ColBERT storage datatypes of the grid (colbert_datatype=)")
+    ap.add_argument("--grid-dense-quantization", choices=["none", "int8"], default="none",
+                    help="dense index of the grid runs (dense_quantization=; none: m3-rag 0.1.0's, the baseline)")
+    ap.add_argument("--with-baseline", action="store_true",
+                    help="also run the baseline (float16, factor 1, dense none) first at each --edge-sizes, "
+                         "e.g. beside a grid of int8 dense indexes")
+    ap.add_argument("--interleave", action="store_true",
+                    help="keep every Edge index and time them side by side at the end, query by query "
+                         "(fair ratios on a shared machine; needs the disk of all indexes at once)")
     ap.add_argument("--default-sizes", type=int, nargs="*", default=[],
                     help="Edge runs with the store's default ColBERT settings only (e.g. 200000)")
     ap.add_argument("--client-sizes", type=int, nargs="*", default=[10_000], help="qdrant-client local mode runs (0: none)")
@@ -435,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": {"cpus": os.cpu_count(), "cpu": _cpu_model(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
                     "python": sys.version.split()[0]},  # fmt: skip
-        "defaults": DEFAULT_COLBERT.to_json(),
+        "defaults": {**DEFAULT_COLBERT.to_json(), "dense_quantization": DEFAULT_DENSE_QUANTIZATION},
         "runs": [],
         "interrupted": False,
     }
@@ -452,14 +510,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipping {spec.backend} {spec.points} {spec.requested}: {reason}", file=sys.stderr, flush=True)
                 r = {"backend": spec.backend, "points": spec.points, "requested": spec.requested, "skipped": reason}
             else:
-                r = run_one(spec, args, workdir, queries)
+                r = run_one(spec, args, workdir, queries, keep=args.interleave and spec.backend == "edge")
                 print(json.dumps(r), flush=True)
             results["runs"].append(r)
             add_ratios(results["runs"])
             if args.out:
                 _write_json(args.out, results)
+        kept = [r for r in results["runs"] if "index_path" in r]
+        if kept:
+            time_interleaved(kept, args, queries)
     except KeyboardInterrupt:
         results["interrupted"] = True
+        for r in results["runs"]:
+            if "index_path" in r:
+                shutil.rmtree(r.pop("index_path"), ignore_errors=True)
         print("\ninterrupted: the run in progress was stopped and its index removed; finished runs follow.",
               file=sys.stderr, flush=True)  # fmt: skip
     finally:
@@ -483,7 +547,7 @@ def _cpu_model() -> str:
 
 
 def _config(r: dict) -> str:
-    settings = f"{r['colbert_datatype']} f{r['colbert_pool_factor']}"
+    settings = f"{r['colbert_datatype']} f{r['colbert_pool_factor']} dense {r.get('dense_quantization', 'none')}"
     return f"{settings} (default)" if r.get("requested") == "default" else settings
 
 
@@ -503,13 +567,13 @@ def _print_tables(runs: list[dict]) -> None:
     print("\n| backend | points | ColBERT | mode | p50 ms | p95 ms | CPU p50 ms | queries |")
     print("|---|---:|---|---|---:|---:|---:|---:|")
     for r in done:
-        for m, v in r["latency"].items():
+        for m, v in r.get("latency", {}).items():
             print(f"| {r['backend']} | {r['points']} | {_config(r)} | {m} | {v['p50_ms']:.2f} | {v['p95_ms']:.2f} "
                   f"| {v['cpu_p50_ms']:.2f} | {v['n']} |")  # fmt: skip
     with_ratios = [r for r in done if r.get("ratios_vs_float16_f1")]
     if with_ratios:
         names = list(RATIO_KEYS)
-        print("\nRatios to the float16 / factor-1 run of the same size:\n")
+        print("\nRatios to the float16 / factor-1 / dense-none run (m3-rag 0.1.0's store) of the same size:\n")
         print("| points | ColBERT | " + " | ".join(names) + " |")
         print("|---:|---|" + "---:|" * len(names))
         for r in with_ratios:

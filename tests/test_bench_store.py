@@ -42,6 +42,10 @@ def test_plan_is_the_grid_then_defaults_then_client(bench):
     assert grid == [(n, f, d) for n in (100, 200) for f in (1, 2) for d in ("float16", "turbo4")]
     assert [(r.backend, r.points, r.requested) for r in runs[len(grid):]] == [
         ("edge", 300, "default"), ("qdrant_client_local", 50, "default")]  # fmt: skip
+    with_base = bench.plan_runs(_args(bench, "--edge-sizes", "100", "--pool-factors", "1", "2", "--datatypes", "float16",
+                                      "--grid-dense-quantization", "int8", "--with-baseline", "--client-sizes", "0"))  # fmt: skip
+    assert [(r.pool_factor, r.datatype, r.dense_quantization) for r in with_base] == [
+        (1, "float16", "none"), (1, "float16", "int8"), (2, "float16", "int8")]  # fmt: skip
     defaults = _args(bench)
     assert defaults.pool_factors == [1, 2, 3, 4] and defaults.datatypes == ["float16", "turbo8", "turbo4"]
     assert defaults.out is None and _args(bench, "--json", "x.json").out == Path("x.json")
@@ -74,6 +78,11 @@ def test_ratios_divide_by_the_float16_factor1_run_of_the_same_size(bench):
         "hybrid+rerank_p50": 0.25, "m3_p50": 0.5, "colbert_storage_bytes_per_original_token": 0.25,
         "disk_bytes_per_original_token": 0.4, "ingest_points_per_s": 1.0}  # fmt: skip
     assert "ratios_vs_float16_f1" not in runs[2]  # no baseline at that size
+    quantized = {**run(10, "float16", 1, 10.0, 15.0, 2048.0, 3000.0), "dense_quantization": "int8"}
+    alone = [{**quantized, "points": 77}]
+    bench.add_ratios(runs + [quantized] + alone)
+    assert quantized["ratios_vs_float16_f1"]["hybrid+rerank_p50"] == 0.5  # vs the dense-none run
+    assert "ratios_vs_float16_f1" not in alone[0]  # an int8 dense index is not the baseline
 
 
 def test_a_tiny_grid_end_to_end(bench, tmp_path, capsys):
@@ -93,7 +102,25 @@ def test_a_tiny_grid_end_to_end(bench, tmp_path, capsys):
     assert set(f2["latency"]) == {"hybrid+rerank", "m3"} and "reopen_s" in f2
     assert not list((tmp_path / "work").iterdir())  # each run's index is removed after it
     printed = capsys.readouterr().out
-    assert "Ratios to the float16 / factor-1 run" in printed and "| 40 | float16 f2 |" in printed
+    assert "Ratios to the float16 / factor-1 / dense-none run" in printed and "| 40 | float16 f2 dense none |" in printed
+    assert f1["dense_quantization"] == "none"  # the grid's default: m3-rag 0.1.0's dense index
+
+
+def test_interleave_times_the_kept_indexes_side_by_side_and_removes_them(bench, tmp_path):
+    out = tmp_path / "bench.json"
+    code = bench.main(["--edge-sizes", "40", "--client-sizes", "0", "--queries", "2", "--warmup", "1",
+                       "--pool-factors", "2", "--datatypes", "turbo4", "--grid-dense-quantization", "int8",
+                       "--with-baseline", "--interleave", "--modes", "hybrid+rerank", "m3", "--no-optimize", "--quiet",
+                       "--workdir", str(tmp_path / "work"), "--json", str(out)])  # fmt: skip
+    assert code == 0
+    base, f2 = json.loads(out.read_text())["runs"]
+    assert (base["dense_quantization"], f2["dense_quantization"], f2["colbert_pool_factor"]) == ("none", "int8", 2)
+    for run in (base, f2):
+        assert run["latency_timing"].startswith("interleaved with 1 other")
+        assert {m: v["n"] for m, v in run["latency"].items()} == {"hybrid+rerank": 2, "m3": 2}
+        assert "index_path" not in run
+    assert f2["ratios_vs_float16_f1"]["m3_p50"] > 0
+    assert not list((tmp_path / "work").iterdir())  # the kept indexes are removed after timing
 
 
 def test_a_run_that_does_not_fit_is_skipped_with_its_reason(bench, tmp_path, capsys):

@@ -246,16 +246,20 @@ def test_bad_weights_fail_before_any_encoding(tiny_encoder, scifact_slice):
 def test_pipeline_grid_combines_validates_and_defaults_to_the_store():
     from m3_rag.evaluation.runs import pipeline_collection, pipeline_grid
 
-    assert pipeline_grid() == [(None, None)] and pipeline_grid([], []) == [(None, None)]
-    assert pipeline_grid(2, "turbo8") == [(2, "turbo8")]
-    assert pipeline_grid([1, 2, 1], ["float16", "turbo4"]) == [(1, "float16"), (1, "turbo4"), (2, "float16"), (2, "turbo4")]
-    assert pipeline_grid([3], None) == [(3, None)]
+    assert pipeline_grid() == [(None, None, None)] and pipeline_grid([], [], []) == [(None, None, None)]
+    assert pipeline_grid(2, "turbo8") == [(2, "turbo8", None)]
+    assert pipeline_grid([1, 2, 1], ["float16", "turbo4"]) == [
+        (1, "float16", None), (1, "turbo4", None), (2, "float16", None), (2, "turbo4", None)]  # fmt: skip
+    assert pipeline_grid([3], None, ["none", "int8"]) == [(3, None, "none"), (3, None, "int8")]
     with pytest.raises(ValueError, match="colbert_pool_factor=0"):
         pipeline_grid([1, 0])
     with pytest.raises(ValueError, match="colbert_datatype='int8'"):
         pipeline_grid(None, ["int8"])
+    with pytest.raises(ValueError, match="dense_quantization='int4'"):
+        pipeline_grid(None, None, ["int4"])
     assert pipeline_collection(None, None) == "m3"  # no options: the collection eval always used
     assert pipeline_collection(2, "turbo8") == "m3-f2-turbo8" and pipeline_collection(None, "float16") == "m3-float16"
+    assert pipeline_collection(2, "turbo8", "none") == "m3-f2-turbo8-dense-none"
 
 
 def test_cli_datatypes_are_the_stores():
@@ -285,14 +289,15 @@ def test_evaluate_runs_the_pipeline_per_storage_setting_on_one_encoding(tiny_enc
     assert enc.docs_encoded == len(scifact_slice.doc_ids)  # one encode serves every grid point
     grid_modes = ["hybrid+rerank@f1-float16", "m3@f1-float16", "hybrid+rerank@f2-float16", "m3@f2-float16"]
     assert [s.mode for s in report.scores] == list(EXHAUSTIVE_MODES) + grid_modes
-    assert report.pipeline_colbert["m3@f2-float16"] == {"mode": "m3", "colbert_datatype": "float16", "colbert_pool_factor": 2}
+    assert report.pipeline_colbert["m3@f2-float16"] == {"mode": "m3", "colbert_datatype": "float16", "colbert_pool_factor": 2,
+                                                        "dense_quantization": "int8"}  # fmt: skip
     assert set(report.pipeline_colbert) == set(grid_modes)
     # Unpooled float16, all 40 docs within the prefetch: m3 ranks like exhaustive "all".
     assert report.score("m3@f1-float16").ndcg10 == pytest.approx(report.score("all").ndcg10, abs=5e-3)
     # Each grid point kept its own collection under the index path.
     assert {p.name for p in (tmp_path / "idx").iterdir()} >= {"m3-f1-float16", "m3-f2-float16"}
     table = report.to_table()
-    assert "| m3@f2-float16 |" in table and "float16, pool factor 2 |" in table
+    assert "| m3@f2-float16 |" in table and "float16, pool factor 2, dense int8 |" in table
     assert report.to_dict()["pipeline_colbert"] == report.pipeline_colbert
 
 
@@ -302,7 +307,7 @@ def test_evaluate_default_storage_records_the_stores_defaults(tiny_encoder, scif
     report = evaluate(tiny_encoder, scifact_slice, show_progress=False)
     assert [s.mode for s in report.scores][-2:] == list(PIPELINE_MODES)  # plain names with one setting
     for mode in PIPELINE_MODES:
-        assert report.pipeline_colbert[mode] == {"mode": mode, **DEFAULT_COLBERT.to_json()}
+        assert report.pipeline_colbert[mode] == {"mode": mode, **DEFAULT_COLBERT.to_json(), "dense_quantization": "int8"}
 
 
 def _eval_args(tiny_checkpoint, data_dir, out, *extra):
@@ -319,7 +324,23 @@ def test_cli_pool_factor_and_datatype_reach_the_index_and_the_report(tiny_checkp
     assert done.value.code == 0
     report = json.loads(out.read_text())
     assert set(report["scores"]) == set(EXHAUSTIVE_MODES) | set(PIPELINE_MODES)
-    assert report["pipeline_colbert"]["m3"] == {"mode": "m3", "colbert_datatype": "turbo4", "colbert_pool_factor": 3}
+    assert report["pipeline_colbert"]["m3"] == {"mode": "m3", "colbert_datatype": "turbo4", "colbert_pool_factor": 3,
+                                                "dense_quantization": "int8"}  # fmt: skip
+
+
+def test_cli_dense_quantization_is_a_grid_axis(tiny_checkpoint, data_dir, tmp_path):
+    from m3_rag.evaluation.cli import main
+
+    out = tmp_path / "dense.json"
+    with pytest.raises(SystemExit) as done:
+        main(_eval_args(tiny_checkpoint, data_dir, out, "--pool-factor", "1", "--dense-quantization", "none,int8"))
+    assert done.value.code == 0
+    colbert = json.loads(out.read_text())["pipeline_colbert"]
+    assert {name: c["dense_quantization"] for name, c in colbert.items()} == {
+        f"{m}@f1-turbo4-dense-{q}": q for m in PIPELINE_MODES for q in ("none", "int8")}  # fmt: skip
+    with pytest.raises(SystemExit) as bad:
+        main(_eval_args(tiny_checkpoint, data_dir, out, "--dense-quantization", "int4"))
+    assert bad.value.code == 2
 
 
 def test_cli_grid_space_separated_and_comma_separated(tiny_checkpoint, data_dir, tmp_path):
@@ -366,3 +387,12 @@ def test_cli_bad_storage_options_fail_before_encoding(tiny_checkpoint, data_dir,
         main(_eval_args(tiny_checkpoint, data_dir, tmp_path / "x.json", *extra))
     assert done.value.code == 2
     assert message in " ".join(capsys.readouterr().err.split())
+
+
+def test_no_exhaustive_scores_only_the_pipeline(tiny_encoder, scifact_slice):
+    report = evaluate(tiny_encoder, scifact_slice, exhaustive=False, colbert_pool_factor=[1, 2], show_progress=False)
+    assert {s.mode for s in report.scores} == {f"{m}@f{f}-turbo4" for m in PIPELINE_MODES for f in (1, 2)}
+    with pytest.raises(ValueError, match="nothing to score"):
+        evaluate(tiny_encoder, scifact_slice, exhaustive=False, pipeline=False)
+    with pytest.raises(ValueError, match="select_weights chooses on the exhaustive scores"):
+        evaluate(tiny_encoder, scifact_slice, exhaustive=False, select_weights=True)

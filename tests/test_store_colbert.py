@@ -111,7 +111,7 @@ def make_old_collection(kind: str, opener: Opener) -> None:
     """A collection as m3-rag 0.1.0 wrote it: float16, every token stored, no settings record."""
     with_encoder = FakeEncoder()
     if kind == "edge":
-        store = opener(colbert_datatype="float16", colbert_pool_factor=1)
+        store = opener(colbert_datatype="float16", colbert_pool_factor=1, dense_quantization="none")
         (store.backend.shard_path / SETTINGS_FILE).unlink()  # 0.1.0 wrote none
     else:
         from m3_rag.store.backends.client import collection_params
@@ -131,6 +131,7 @@ def test_an_old_collection_opens_and_searches_unchanged(kind, tmp_path):
     make_old_collection(kind, opener)
     store = opener()
     assert store.schema.colbert.to_json() == {"colbert_datatype": "float16", "colbert_pool_factor": 1}
+    assert store.schema.dense_quantization == "none"  # 0.1.0's float32-only dense index, kept
     enc = FakeEncoder()
     for p in store.get(list(range(4)), with_vectors=True):
         assert p.colbert.shape == enc.encode_documents([p.text]).colbert[0].shape  # unpooled, as written

@@ -96,11 +96,15 @@ def index_command(
     ] = None,
     pool_factor: Annotated[
         int | None,
-        typer.Option(help="a new collection's ColBERT pool factor (1: every token; default: the collection's, else 3)"),
+        typer.Option(help="a new collection's ColBERT pool factor (1: every token; default: the collection's, else 2)"),
     ] = None,
     colbert_datatype: Annotated[
         str | None,
         typer.Option(help="a new collection's ColBERT storage: turbo4 (default), turbo8, float16 or float32"),
+    ] = None,
+    dense_quantization: Annotated[
+        str | None,
+        typer.Option(help="a new collection's dense index: int8 (default: Qdrant's scalar quantization, rescored) or none"),
     ] = None,
     progress: ProgressOpt = None,
     as_json: JsonOpt = False,
@@ -110,7 +114,7 @@ def index_command(
     Only regular files are read: in folders, hidden entries, symlinks, FIFOs/sockets/devices and
     files over --max-file-bytes are skipped and listed in the report."""
     from m3_rag.ingest import DEFAULT_MAX_FILE_BYTES, ChunkConfig, plan_index, run_index
-    from m3_rag.store.schema import DEFAULT_COLBERT, ColbertSettings
+    from m3_rag.store.schema import DEFAULT_COLBERT, ColbertSettings, check_dense_quantization
 
     try:
         config = ChunkConfig(chunk_tokens, overlap_tokens)
@@ -129,11 +133,16 @@ def index_command(
         ColbertSettings.validated(colbert_datatype or DEFAULT_COLBERT.datatype, DEFAULT_COLBERT.pool_factor if pool_factor is None else pool_factor)
     except ValueError as exc:
         raise CliError(f"--pool-factor/--colbert-datatype: {exc}", EXIT_USAGE) from exc
+    if dense_quantization is not None:
+        try:
+            check_dense_quantization(dense_quantization)
+        except ValueError as exc:
+            raise CliError(f"--dense-quantization: {exc}", EXIT_USAGE) from exc
     encoder = load_encoder(ModelOptions(model, device, dtype))
     show = _show_progress(progress)
     plan = plan_index(paths, encoder, config, model_key(model), show_progress=show,
                       max_file_bytes=max_file_bytes or DEFAULT_MAX_FILE_BYTES)  # fmt: skip
-    where = StoreOptions(path, url, api_key, collection, shards, replicas, colbert_datatype, pool_factor)
+    where = StoreOptions(path, url, api_key, collection, shards, replicas, colbert_datatype, pool_factor, dense_quantization)
     store = open_store(encoder, where, create=True)
     try:
         report = run_index(store, plan, batch_size=batch_size, show_progress=show)

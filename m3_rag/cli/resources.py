@@ -32,6 +32,7 @@ class StoreOptions:
     replication_factor: int | None = None
     colbert_datatype: str | None = None  # None: the collection's recorded settings, or the defaults
     colbert_pool_factor: int | None = None
+    dense_quantization: str | None = None  # None: the collection's, or the store's default
 
     def describe(self) -> str:
         where = self.url if self.url else str(self.path)
@@ -93,7 +94,8 @@ def open_store(encoder: Any, options: StoreOptions, *, create: bool) -> Any:
 
 
 def _colbert(options: StoreOptions) -> dict[str, Any]:
-    return {"colbert_datatype": options.colbert_datatype, "colbert_pool_factor": options.colbert_pool_factor}
+    return {"colbert_datatype": options.colbert_datatype, "colbert_pool_factor": options.colbert_pool_factor,
+            "dense_quantization": options.dense_quantization}  # fmt: skip
 
 
 def require_index(options: StoreOptions) -> None:

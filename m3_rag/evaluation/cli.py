@@ -22,6 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Evaluate ret
 
 # Datatypes spelled here so that parsing the command line imports no store code.
 _DATATYPES = ("float16", "float32", "turbo8", "turbo4")
+_DENSE_QUANTIZATIONS = ("int8", "none")
 _INTS = re.compile(r"\d+(,\d+)*")
 
 
@@ -83,6 +84,8 @@ def eval_command(
     seed: int = 0,
     weights: Annotated[str | None, typer.Option(help="dense,sparse,colbert (default: the model's)")] = None,
     pipeline: Annotated[bool, typer.Option(help="also run the Qdrant Edge store modes")] = True,
+    exhaustive: Annotated[bool, typer.Option(help="score the exhaustive modes (--no-exhaustive: the pipeline only, "
+                                             "e.g. a grid of storage settings)")] = True,
     index_path: Annotated[Path | None, typer.Option(help="keep the Edge index here (default: temp dir)")] = None,
     prefetch_k: Annotated[int | None, typer.Option(help="store prefetch size per mode")] = None,
     pool_factor: Annotated[list[str] | None, typer.Option(
@@ -93,6 +96,10 @@ def eval_command(
         "--colbert-datatype", metavar="DTYPE[,DTYPE...]",
         help="ColBERT storage datatype of the pipeline's index: float16, float32, turbo8 or turbo4 (default: the store's); several values "
              "(float16,turbo8 or repeated) run the pipeline once per value, times each --pool-factor")] = None,
+    dense_quantization: Annotated[list[str] | None, typer.Option(
+        "--dense-quantization", metavar="Q[,Q...]",
+        help="dense index of the pipeline's index: int8 or none (default: the store's); several values run the "
+             "pipeline once per value, times the ColBERT options")] = None,
     query_max_length: Annotated[int | None, typer.Option(help="query max tokens (default: the encoder's)")] = None,
     doc_max_length: Annotated[int | None, typer.Option(help="document max tokens (default: the encoder's)")] = None,
     state_cache: Annotated[Path | None, typer.Option(help="apply the heads to backbone states cached here "
@@ -117,14 +124,20 @@ def eval_command(
         if len(parts) != 3:
             raise typer.BadParameter(f"found {weights!r}; expected three comma-separated numbers: dense,sparse,colbert")
         w = tuple(float(p) for p in parts)
+    if not (exhaustive or pipeline):
+        raise typer.BadParameter("--no-exhaustive with --no-pipeline scores nothing; expected at least one")
+    if select_weights and not exhaustive:
+        raise typer.BadParameter("--select-weights chooses on the exhaustive scores; drop --no-exhaustive")
     if write_weights and not select_weights:
         raise typer.BadParameter("--write-weights needs --select-weights")
     if select_weights and w is not None:
         raise typer.BadParameter("--weights and --select-weights both given; expected one")
     factors = _pool_factors(pool_factor)
-    datatypes = _datatypes(colbert_datatype)
-    if not pipeline and (factors or datatypes):
-        raise typer.BadParameter("--pool-factor/--colbert-datatype set the pipeline's index; --no-pipeline runs none")
+    datatypes = _choices("--colbert-datatype", colbert_datatype, _DATATYPES)
+    denses = _choices("--dense-quantization", dense_quantization, _DENSE_QUANTIZATIONS)
+    if not pipeline and (factors or datatypes or denses):
+        raise typer.BadParameter("--pool-factor/--colbert-datatype/--dense-quantization set the pipeline's index; "
+                                 "--no-pipeline runs none")  # fmt: skip
     data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
     given = {"query_max_length": query_max_length, "document_max_length": doc_max_length}
     lengths = {name: value for name, value in given.items() if value is not None}
@@ -133,7 +146,7 @@ def eval_command(
     report = evaluate(encoder, data, model_name=model, weights=w, select_weights=select_weights,
                       weight_step=weight_step, min_weight=min_weight, pipeline=pipeline, index_path=index_path,
                       prefetch_k=prefetch_k, colbert_pool_factor=factors, colbert_datatype=datatypes,
-                      show_progress=progress)  # fmt: skip
+                      dense_quantization=denses, exhaustive=exhaustive, show_progress=progress)  # fmt: skip
     if report.weight_choice is not None:
         choice = report.weight_choice
         typer.echo(f"selected weights (dense, sparse, colbert) = {choice.weights} on {data.name} "
@@ -157,11 +170,11 @@ def _pool_factors(given: list[str] | None) -> list[int]:
     return [int(v) for v in values]
 
 
-def _datatypes(given: list[str] | None) -> list[str]:
+def _choices(flag: str, given: list[str] | None, allowed: tuple[str, ...]) -> list[str]:
     values = _values(given)
-    bad = [v for v in values if v not in _DATATYPES]
+    bad = [v for v in values if v not in allowed]
     if bad:
-        raise typer.BadParameter(f"--colbert-datatype {', '.join(bad)}; expected some of {', '.join(_DATATYPES)}")
+        raise typer.BadParameter(f"{flag} {', '.join(bad)}; expected some of {', '.join(allowed)}")
     return values
 
 

@@ -55,7 +55,8 @@ class EvalReport:
         lines += ["| mode | nDCG@10 | Recall@100 | ColBERT stored |", "|---|---:|---:|---|"]
         for s in self.scores:
             c = self.pipeline_colbert.get(s.mode)
-            stored = f"{c['colbert_datatype']}, pool factor {c['colbert_pool_factor']}" if c else "float16, not pooled (exhaustive)"
+            stored = (f"{c['colbert_datatype']}, pool factor {c['colbert_pool_factor']}, dense {c.get('dense_quantization', 'none')}"
+                      if c else "float16, not pooled (exhaustive)")  # fmt: skip
             lines.append(f"| {s.mode} | {s.ndcg10:.4f} | {s.recall100:.4f} | {stored} |")
         return "\n".join(lines)
 

@@ -14,9 +14,9 @@ after its settings, ``m3@f2-turbo8`` (:func:`pipeline_mode_name`).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from tqdm.auto import tqdm
 from m3_rag.evaluation.beir import BeirData
 from m3_rag.scoring import combine_scores
 from m3_rag.types import M3Output, SparseVector, require_output
+
+if TYPE_CHECKING:  # the store is imported only when a pipeline runs
+    from m3_rag.store.queries import Mode
 
 __all__ = [
     "EXHAUSTIVE_MODES",
@@ -43,7 +46,7 @@ __all__ = [
 ]
 
 EXHAUSTIVE_MODES = ("dense", "sparse", "colbert", "dense+sparse", "all")
-PIPELINE_MODES = ("hybrid+rerank", "m3")
+PIPELINE_MODES: tuple[Mode, ...] = ("hybrid+rerank", "m3")
 TOP_K = 100
 
 
@@ -170,36 +173,50 @@ def exhaustive_runs(
     return {mode: _top(s, data.query_ids, data.doc_ids) for mode, s in scores.items()}
 
 
-def pipeline_grid(
-    pool_factors: int | Sequence[int] | None = None, datatypes: str | Sequence[str] | None = None
-) -> list[tuple[int | None, str | None]]:
-    """Every (pool factor, datatype) combination, validated, duplicates dropped; ``None`` (or an
-    empty list) leaves that setting to the store (its default): ``[(None, None)]`` for no options."""
-    from m3_rag.store.schema import COLBERT_DATATYPES, check_pool_factor
+#: One grid point: (ColBERT pool factor, ColBERT datatype, dense quantization); None: the store's.
+GridPoint = tuple[int | None, str | None, str | None]
 
-    factors = [pool_factors] if pool_factors is None or isinstance(pool_factors, int) else list(pool_factors)
-    types = [datatypes] if datatypes is None or isinstance(datatypes, str) else list(datatypes)
+
+def _listed(value: Any) -> list[Any]:
+    return [value] if value is None or isinstance(value, (int, str)) else list(dict.fromkeys(value))
+
+
+def pipeline_grid(
+    pool_factors: int | Sequence[int] | None = None,
+    datatypes: str | Sequence[str] | None = None,
+    dense_quantizations: str | Sequence[str] | None = None,
+) -> list[GridPoint]:
+    """Every (pool factor, datatype, dense quantization) combination, validated, duplicates
+    dropped; ``None`` (or an empty list) leaves that setting to the store (its default):
+    ``[(None, None, None)]`` for no options."""
+    from m3_rag.store.schema import COLBERT_DATATYPES, check_dense_quantization, check_pool_factor
+
+    factors, types, denses = _listed(pool_factors), _listed(datatypes), _listed(dense_quantizations)
     for f in factors:
         if f is not None:
             check_pool_factor(f)
     for d in types:
         if d is not None and d not in COLBERT_DATATYPES:
             raise ValueError(f"colbert_datatype={d!r}; expected one of {COLBERT_DATATYPES}.")
-    factors = list(dict.fromkeys(factors)) or [None]
-    types = list(dict.fromkeys(types)) or [None]
-    return [(f, d) for f in factors for d in types]
+    for q in denses:
+        if q is not None:
+            check_dense_quantization(q)
+    return [(f, d, q) for f in factors or [None] for d in types or [None] for q in denses or [None]]
 
 
-def pipeline_mode_name(mode: str, settings: Any) -> str:
-    """``m3@f2-turbo8``: a pipeline mode run on ColBERT stored with ``settings`` (a :class:`ColbertSettings`)."""
-    return f"{mode}@f{settings.pool_factor}-{settings.datatype}"
+def pipeline_mode_name(mode: str, settings: Mapping[str, Any], with_dense: bool = False) -> str:
+    """``m3@f2-turbo8`` (``m3@f2-turbo8-dense-int8`` ``with_dense``): a pipeline mode run on an
+    index stored with ``settings`` (``colbert_pool_factor``, ``colbert_datatype``, ``dense_quantization``)."""
+    name = f"{mode}@f{settings['colbert_pool_factor']}-{settings['colbert_datatype']}"
+    return f"{name}-dense-{settings['dense_quantization']}" if with_dense else name
 
 
-def pipeline_collection(pool_factor: int | None, datatype: str | None) -> str:
+def pipeline_collection(pool_factor: int | None, datatype: str | None, dense_quantization: str | None = None) -> str:
     """The collection a combination is indexed into: ``m3`` with no options (as before), else
-    one per options (``m3-f2-turbo8``), so that a kept ``index_path`` holds each grid point and an
-    index is never reopened with settings it was not built with."""
+    one per options (``m3-f2-turbo8``, ``m3-f2-turbo8-dense-none``), so that a kept ``index_path``
+    holds each grid point and an index is never reopened with settings it was not built with."""
     parts = ([f"f{pool_factor}"] if pool_factor is not None else []) + ([datatype] if datatype is not None else [])
+    parts += [f"dense-{dense_quantization}"] if dense_quantization is not None else []
     return "-".join(["m3", *parts])
 
 
@@ -211,25 +228,28 @@ def _pipeline_index_runs(
     weights: Sequence[float],
     *,
     index_path: str | Path | None,
-    modes: Sequence[str],
+    modes: Sequence[Mode],
     prefetch_k: int | None,
     colbert_pool_factor: int | None,
     colbert_datatype: str | None,
+    dense_quantization: str | None = None,
     show_progress: bool,
 ):
-    """One index of the corpus with these ColBERT options; its runs and the settings it used."""
+    """One index of the corpus with these storage options; its runs and the settings it used
+    (``colbert_datatype``, ``colbert_pool_factor``, ``dense_quantization``)."""
     from m3_rag.store import M3Store
 
-    collection = pipeline_collection(colbert_pool_factor, colbert_datatype)
+    collection = pipeline_collection(colbert_pool_factor, colbert_datatype, dense_quantization)
     with tempfile.TemporaryDirectory(prefix="m3-eval-") as tmp:
         path = Path(index_path) if index_path else Path(tmp) / "index"
         # colbert_datatype: the caller's str (pipeline_runs takes any); M3Store validates it.
         store = M3Store(encoder, path=path, collection=collection, colbert_pool_factor=colbert_pool_factor,
-                        colbert_datatype=colbert_datatype)  # type: ignore[arg-type]  # fmt: skip
+                        colbert_datatype=colbert_datatype, dense_quantization=dense_quantization)  # type: ignore[arg-type]  # fmt: skip
         try:
-            settings = store.schema.colbert
+            settings = {**store.schema.colbert.to_json(), "dense_quantization": store.schema.dense_quantization}
             store.clear()
-            desc = f"index ({settings.datatype}, pool factor {settings.pool_factor})"
+            desc = (f"index ({settings['colbert_datatype']}, pool factor {settings['colbert_pool_factor']}, "
+                    f"dense {settings['dense_quantization']})")  # fmt: skip
             for start in tqdm(range(0, len(data.doc_ids), 512), desc=desc, disable=not show_progress):
                 rows = range(start, min(start + 512, len(data.doc_ids)))
                 part = corpus.select(rows)
@@ -255,21 +275,23 @@ def pipeline_runs(
     weights: Sequence[float],
     *,
     index_path: str | Path | None = None,
-    modes: Sequence[str] = PIPELINE_MODES,
+    modes: Sequence[Mode] = PIPELINE_MODES,
     prefetch_k: int | None = None,
     colbert_pool_factor: int | None = None,
     colbert_datatype: str | None = None,
+    dense_quantization: str | None = None,
     show_progress: bool = True,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Top-100 runs of the store's search modes over a Qdrant Edge index of the same encodings.
 
-    ``colbert_pool_factor`` / ``colbert_datatype`` go to :class:`m3_rag.store.M3Store` (None: the
-    store's defaults). The index is collection :func:`pipeline_collection` under ``index_path``
+    ``colbert_pool_factor`` / ``colbert_datatype`` / ``dense_quantization`` go to
+    :class:`m3_rag.store.M3Store` (None: the store's defaults). The index is collection :func:`pipeline_collection` under ``index_path``
     (default: a temporary folder, removed afterwards); it is emptied first.
     """
     runs, _ = _pipeline_index_runs(
         encoder, queries, corpus, data, weights, index_path=index_path, modes=modes, prefetch_k=prefetch_k,
-        colbert_pool_factor=colbert_pool_factor, colbert_datatype=colbert_datatype, show_progress=show_progress,
+        colbert_pool_factor=colbert_pool_factor, colbert_datatype=colbert_datatype,
+        dense_quantization=dense_quantization, show_progress=show_progress,
     )  # fmt: skip
     return runs
 
@@ -281,32 +303,36 @@ def pipeline_grid_runs(
     data: BeirData,
     weights: Sequence[float],
     *,
-    grid: Sequence[tuple[int | None, str | None]] = ((None, None),),
+    grid: Sequence[GridPoint] = ((None, None, None),),
     index_path: str | Path | None = None,
-    modes: Sequence[str] = PIPELINE_MODES,
+    modes: Sequence[Mode] = PIPELINE_MODES,
     prefetch_k: int | None = None,
     show_progress: bool = True,
 ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, Any]]]:
-    """:func:`pipeline_runs` once per (pool factor, datatype) of ``grid`` (:func:`pipeline_grid`),
-    on the same encodings (one index at a time; under ``index_path`` each keeps its collection).
+    """:func:`pipeline_runs` once per (pool factor, datatype, dense quantization) of ``grid``
+    (:func:`pipeline_grid`), on the same encodings (one index at a time; under ``index_path``
+    each keeps its collection).
 
-    Returns the runs and, per run name, ``{"mode": ..., "colbert_datatype": ..., "colbert_pool_factor": ...}``
-    (the settings the store used: ``store.schema.colbert.to_json()``). One combination keeps the plain
-    mode names (``m3``); several name each run :func:`pipeline_mode_name` (``m3@f2-turbo8``).
+    Returns the runs and, per run name, ``{"mode", "colbert_datatype", "colbert_pool_factor",
+    "dense_quantization"}`` (the settings the store used). One combination keeps the plain mode
+    names (``m3``); several name each run :func:`pipeline_mode_name` (``m3@f2-turbo8``, with
+    ``-dense-int8`` when the grid sets the dense quantization).
     """
     if not grid:
-        raise ValueError("grid is empty; expected at least one (pool factor, datatype), e.g. [(None, None)]")
+        raise ValueError("grid is empty; expected at least one (pool factor, datatype, dense), e.g. [(None, None, None)]")
+    with_dense = any(q is not None for _, _, q in grid)
     runs: dict[str, dict[str, dict[str, float]]] = {}
     settings: dict[str, dict[str, Any]] = {}
-    for pool_factor, datatype in grid:
+    for pool_factor, datatype, dense in grid:
         got, used = _pipeline_index_runs(
             encoder, queries, corpus, data, weights, index_path=index_path, modes=modes, prefetch_k=prefetch_k,
-            colbert_pool_factor=pool_factor, colbert_datatype=datatype, show_progress=show_progress,
+            colbert_pool_factor=pool_factor, colbert_datatype=datatype, dense_quantization=dense,
+            show_progress=show_progress,
         )  # fmt: skip
         for mode, run in got.items():
-            name = mode if len(grid) == 1 else pipeline_mode_name(mode, used)
+            name = mode if len(grid) == 1 else pipeline_mode_name(mode, used, with_dense)
             if name in runs:
-                raise ValueError(f"two grid points ran with the same ColBERT settings {used.to_json()}; expected distinct ones")
+                raise ValueError(f"two grid points ran with the same settings {used}; expected distinct ones")
             runs[name] = run
-            settings[name] = {"mode": mode, **used.to_json()}
+            settings[name] = {"mode": mode, **used}
     return runs, settings

@@ -52,8 +52,17 @@ from m3_rag.store.queries import (
     rescore_plans,
 )
 from m3_rag.store.results import SearchResult, StoredPoint
-from m3_rag.store.schema import COLBERT, DENSE, SPARSE, ColbertDatatype, StoreSchema, schema_from_encoder
-from m3_rag.types import M3Output, OutputName
+from m3_rag.store.schema import (
+    COLBERT,
+    DENSE,
+    SPARSE,
+    ColbertDatatype,
+    DenseQuantization,
+    StoreSchema,
+    check_dense_quantization,
+    schema_from_encoder,
+)
+from m3_rag.types import Encoder, M3Output, OutputName
 
 __all__ = [
     "DEFAULT_COLLECTION",
@@ -218,7 +227,7 @@ class StoreCore:
 
     def __init__(
         self,
-        encoder: Any,
+        encoder: Encoder,
         path: str | Path | None = None,
         *,
         location: str | None = None,
@@ -231,6 +240,7 @@ class StoreCore:
         replication_factor: int | None = None,
         colbert_datatype: ColbertDatatype | None = None,
         colbert_pool_factor: int | None = None,
+        dense_quantization: DenseQuantization | None = None,
         weights: Sequence[float] | None = None,
         connection: Connection | None = None,
         **client_kwargs: Any,
@@ -257,8 +267,9 @@ class StoreCore:
             model_weights(encoder) if weights is None else check_weights(weights, "weights=")
         )
         #: What the collection holds; its ColBERT settings are the collection's once it is open.
-        self.schema: StoreSchema = schema_from_encoder(
-            encoder, colbert_datatype=colbert_datatype, colbert_pool_factor=colbert_pool_factor
+        self.schema: StoreSchema = replace(
+            schema_from_encoder(encoder, colbert_datatype=colbert_datatype, colbert_pool_factor=colbert_pool_factor),
+            dense_quantization=None if dense_quantization is None else check_dense_quantization(dense_quantization),
         )
         self.backend: Any = connection.backend(self.collection, asynchronous=self.asynchronous)
         self._started()
@@ -365,7 +376,7 @@ class StoreOperations(StoreCore):
     async def search(
         self,
         query: str,
-        mode: str = DEFAULT_MODE,
+        mode: Mode = DEFAULT_MODE,
         k: int = 10,
         filter: FilterLike = None,
         prefetch_k: int | tuple[int, int] | None = None,
@@ -386,7 +397,7 @@ class StoreOperations(StoreCore):
     async def search_encoded(
         self,
         query: M3Output,
-        mode: str = DEFAULT_MODE,
+        mode: Mode = DEFAULT_MODE,
         k: int = 10,
         filter: FilterLike = None,
         prefetch_k: int | tuple[int, int] | None = None,
