@@ -18,8 +18,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from m3_rag.backends import Backend, Precision, check_backend
 from m3_rag.batching import token_budget_batches
 from m3_rag.devices import resolve_device
+from m3_rag.heads import HeadOutputs, colbert_token_vectors, pool_dense, sparse_token_weights
 from m3_rag.loading import (
     DEFAULT_MODEL,
     LengthLimit,
@@ -58,6 +60,8 @@ class EncoderConfig:
     default_weights: tuple[float, float, float] = (0.4, 0.2, 0.4)
     # The longest input the backbone can read (None: no limit known); lengths above it raise.
     model_max_length: int | None = None
+    backend: Backend = "torch"  # "torch", or "onnx" (ONNX Runtime on the CPU, see m3_rag.onnx)
+    precision: Precision = "fp32"  # "fp32", or "int8" (the ONNX backend's quantised backbone)
 
 
 @dataclass
@@ -147,6 +151,9 @@ class M3Encoder:
         batch_tokens: int | None = None,
         mcls: bool = False,
         cache_dir: str | None = None,
+        backend: Backend = "torch",
+        precision: Precision = "fp32",
+        onnx_cache_dir: str | Path | None = None,
     ) -> M3Encoder:
         """Load a BGE-M3-layout model: a local dir, a hub id (cached or reachable), or ``"m3-mini"``.
 
@@ -156,34 +163,31 @@ class M3Encoder:
         (:attr:`model_max_length`: 8192 for BGE-M3, 512 for m3-mini); an explicit value above
         that limit raises ``ValueError``. An unknown or unavailable ``device`` raises ``ValueError``
         before anything is downloaded or read.
+
+        ``backend="onnx"`` (extra ``m3-rag[onnx]``) runs the backbone and the three heads as one
+        ONNX Runtime graph on the CPU, exported on first use and cached in ``onnx_cache_dir``
+        (default ``~/.cache/m3-rag/onnx``, see :mod:`m3_rag.onnx`); ``precision="int8"`` quantises its
+        backbone. Tokenisation and post-processing are the torch backend's, so fp32 outputs match it.
         """
+        check_backend(backend, precision)
+        if backend == "onnx":
+            from m3_rag.onnx.runtime import load_onnx_encoder  # ImportError naming m3-rag[onnx] if it is missing
+
+            return load_onnx_encoder(
+                name_or_path, device=device, dtype=dtype, query_max_length=query_max_length,
+                document_max_length=document_max_length, batch_tokens=batch_tokens, mcls=mcls, cache_dir=cache_dir,
+                precision=precision, onnx_cache_dir=onnx_cache_dir,
+            )  # fmt: skip
         dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, dev)
         files: ModelFiles = resolve_model(name_or_path, cache_dir=cache_dir)
         model, tokenizer = load_backbone(files.backbone_dir, dtype=torch_dtype)
         colbert, sparse = load_heads(files.heads_dir, model.config.hidden_size)
-        limit = backbone_max_length(model.config, tokenizer)
-        lengths = {}
-        for given, default, what in ((query_max_length, DEFAULT_QUERY_MAX_LENGTH, "query_max_length"),
-                                     (document_max_length, DEFAULT_DOCUMENT_MAX_LENGTH, "document_max_length")):  # fmt: skip
-            if given is None:
-                lengths[what] = default if limit.tokens is None else min(default, limit.tokens)
-            else:
-                _check_max_length(given, what)
-                _check_within_limit(given, what, limit, str(name_or_path))
-                lengths[what] = given
-        config = EncoderConfig(
-            name_or_path=str(name_or_path),
-            device=str(dev),
-            dtype=str(torch_dtype).removeprefix("torch."),
-            pooling=files.pooling,
-            query_max_length=lengths["query_max_length"],
-            document_max_length=lengths["document_max_length"],
-            batch_tokens=batch_tokens or DEFAULT_BUDGET["cuda" if dev.type == "cuda" else "cpu"],
+        config = build_config(
+            name_or_path, files, backbone_max_length(model.config, tokenizer), device=dev, dtype=torch_dtype,
+            query_max_length=query_max_length, document_max_length=document_max_length, batch_tokens=batch_tokens,
             mcls=mcls,
-            default_weights=files.weights,
-            model_max_length=limit.tokens,
-        )
+        )  # fmt: skip
         # Heads stay float32: they are cheap, and their outputs are float32 anyway.
         return cls(model.to(dev), tokenizer, colbert.to(dev), sparse.to(dev), config)
 
@@ -401,41 +405,40 @@ class M3Encoder:
             mask[row, : len(ids)] = 1
         input_ids = input_ids.to(dev, non_blocking=True)
         mask = mask.to(dev, non_blocking=True)
-        hidden = self.model(input_ids=input_ids, attention_mask=mask, return_dict=True).last_hidden_state
+        heads = self._forward(input_ids, mask, wanted, mcls)
 
+        # The post-processing below is the same for every backend (see m3_rag.heads).
         valid = mask.bool()
         cls_positions = (input_ids == self._cls_id) & valid if mcls else None
         host: dict[str, torch.Tensor] = {}
         if "dense" in wanted:
-            host["dense"] = self._pool(hidden, valid, cls_positions)
+            host["dense"] = heads.dense(valid, cls_positions)
         if "sparse" in wanted:
-            keys, weights = self._sparse(hidden, input_ids, valid)
+            keys, weights = self._sparse(heads.token_weights(), input_ids, valid)
             host["sparse_keys"], host["sparse_values"] = keys, weights
         if "colbert" in wanted:
             rows = valid.clone()
             rows[:, 0] = False  # the CLS state is the dense vector, not a ColBERT token
             if cls_positions is not None:
                 rows &= ~cls_positions
-            host["colbert"] = F.normalize(self.colbert_linear(hidden[rows].float()), dim=-1)
+            host["colbert"] = F.normalize(heads.colbert(rows), dim=-1)
             host["colbert_counts"] = rows.sum(dim=1)
         host = {k: v.to("cpu", non_blocking=True) for k, v in host.items()}
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)  # one sync for all the copies above
         return self._unpack(host, len(batch_ids), wanted)
 
-    def _pool(self, hidden: torch.Tensor, valid: torch.Tensor, cls_positions: torch.Tensor | None) -> torch.Tensor:
-        if cls_positions is not None:
-            weights = cls_positions.float()
-        elif self.config.pooling == "cls":
-            return F.normalize(hidden[:, 0].float(), dim=-1)
-        else:
-            weights = valid.float()
-        pooled = (hidden.float() * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(dim=1, keepdim=True)
-        return F.normalize(pooled, dim=-1)
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, wanted: tuple[str, ...], mcls: bool) -> HeadOutputs:
+        """One forward pass of the backbone; the heads run on demand (the ONNX encoder overrides this)."""
+        hidden = self.model(input_ids=input_ids, attention_mask=mask, return_dict=True).last_hidden_state
+        return HeadOutputs(
+            dense=lambda valid, cls_positions: pool_dense(hidden, valid, cls_positions, self.config.pooling),
+            token_weights=lambda: sparse_token_weights(self.sparse_linear, hidden),
+            colbert=lambda rows: colbert_token_vectors(self.colbert_linear, hidden[rows]),
+        )
 
-    def _sparse(self, hidden: torch.Tensor, input_ids: torch.Tensor, valid: torch.Tensor):
-        """Max weight per (text, token id), on the device: ``unique`` + ``scatter_reduce``."""
-        weights = torch.relu(self.sparse_linear(hidden.float())).squeeze(-1)
+    def _sparse(self, weights: torch.Tensor, input_ids: torch.Tensor, valid: torch.Tensor):
+        """Max ``weights`` [B, L] per (text, token id), on the device: ``unique`` + ``scatter_reduce``."""
         keep = valid & (weights > 0) & ~torch.isin(input_ids, self._unused_ids)
         rows = torch.arange(input_ids.shape[0], device=input_ids.device).unsqueeze(1).expand_as(input_ids)
         keys = rows[keep] * self.vocab_size_for_keys + input_ids[keep]
@@ -482,7 +485,48 @@ class M3Encoder:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"M3Encoder({c.name_or_path!r}, device={c.device!r}, dtype={c.dtype!r}, pooling={c.pooling!r})"
+        backend = f", backend={c.backend!r}, precision={c.precision!r}" if c.backend != "torch" else ""
+        return f"M3Encoder({c.name_or_path!r}, device={c.device!r}, dtype={c.dtype!r}, pooling={c.pooling!r}{backend})"
+
+
+def build_config(
+    name_or_path: str | Path,
+    files: ModelFiles,
+    limit: LengthLimit,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    query_max_length: int | None,
+    document_max_length: int | None,
+    batch_tokens: int | None,
+    mcls: bool,
+    backend: Backend = "torch",
+    precision: Precision = "fp32",
+) -> EncoderConfig:
+    """The :class:`EncoderConfig` of a loaded model (every backend): max lengths checked against ``limit``."""
+    lengths = {}
+    for given, default, what in ((query_max_length, DEFAULT_QUERY_MAX_LENGTH, "query_max_length"),
+                                 (document_max_length, DEFAULT_DOCUMENT_MAX_LENGTH, "document_max_length")):  # fmt: skip
+        if given is None:
+            lengths[what] = default if limit.tokens is None else min(default, limit.tokens)
+        else:
+            _check_max_length(given, what)
+            _check_within_limit(given, what, limit, str(name_or_path))
+            lengths[what] = given
+    return EncoderConfig(
+        name_or_path=str(name_or_path),
+        device=str(device),
+        dtype=str(dtype).removeprefix("torch."),
+        pooling=files.pooling,
+        query_max_length=lengths["query_max_length"],
+        document_max_length=lengths["document_max_length"],
+        batch_tokens=batch_tokens or DEFAULT_BUDGET["cuda" if device.type == "cuda" else "cpu"],
+        mcls=mcls,
+        default_weights=files.weights,
+        model_max_length=limit.tokens,
+        backend=backend,
+        precision=precision,
+    )
 
 
 def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

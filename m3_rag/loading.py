@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,7 @@ __all__ = [
     "resolve_model",
     "load_heads",
     "load_backbone",
+    "load_tokenizer_and_config",
     "LengthLimit",
     "backbone_max_length",
 ]
@@ -189,31 +192,55 @@ def _check_linear(file: Path, state: dict[str, torch.Tensor], hidden: int, out_d
 
 def load_backbone(backbone_dir: Path, *, dtype: torch.dtype):
     """The Hugging Face encoder and its tokenizer, with SDPA attention; never runs code from the folder."""
-    import transformers
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
     check_hf_configs(backbone_dir)  # refuses auto_map (custom code) before transformers reads anything
+    with _quiet_transformers():
+        tokenizer = _load_tokenizer(backbone_dir)
+        # Mismatched sizes are collected (not raised with "see the report above") and reported below.
+        model, info = _load_model(AutoModel, backbone_dir, dtype)
+    _check_loading_info(backbone_dir, info)
+    return model, tokenizer
+
+
+def load_tokenizer_and_config(backbone_dir: Path):
+    """The tokenizer and the Hugging Face config of a backbone, without its weights (checked as load_backbone does)."""
+    from transformers import AutoConfig
+
+    check_hf_configs(backbone_dir)  # refuses auto_map (custom code) before transformers reads anything
+    with _quiet_transformers():
+        tokenizer = _load_tokenizer(backbone_dir)
+        config = AutoConfig.from_pretrained(backbone_dir, trust_remote_code=False)
+    return tokenizer, config
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    import transformers
+
     verbosity = transformers.logging.get_verbosity()
     bars = transformers.logging.is_progress_bar_enabled()
     transformers.logging.set_verbosity_error()  # the unused pooler weights are expected, not news
     transformers.logging.disable_progress_bar()  # a "Loading weights" bar per load is noise for a local folder
     try:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=False)
-        except Exception as exc:  # tokenizers/transformers raise many types for a broken file
-            raise ValueError(
-                f"{backbone_dir}: the tokenizer cannot be loaded ({type(exc).__name__}: {clip_text(exc)}); "
-                "expected the tokenizer files save_pretrained writes (tokenizer.json, tokenizer_config.json). "
-                "Fix: copy the tokenizer files again from the original model."
-            ) from exc
-        # Mismatched sizes are collected (not raised with "see the report above") and reported below.
-        model, info = _load_model(AutoModel, backbone_dir, dtype)
+        yield
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
             transformers.logging.enable_progress_bar()
-    _check_loading_info(backbone_dir, info)
-    return model, tokenizer
+
+
+def _load_tokenizer(backbone_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(backbone_dir, trust_remote_code=False)
+    except Exception as exc:  # tokenizers/transformers raise many types for a broken file
+        raise ValueError(
+            f"{backbone_dir}: the tokenizer cannot be loaded ({type(exc).__name__}: {clip_text(exc)}); "
+            "expected the tokenizer files save_pretrained writes (tokenizer.json, tokenizer_config.json). "
+            "Fix: copy the tokenizer files again from the original model."
+        ) from exc
 
 
 def _load_model(auto_model, backbone_dir: Path, dtype: torch.dtype):
