@@ -46,8 +46,17 @@ def _recipe(acts: str, a_bits: int, weights: str, w_bits: int, alpha: float | No
     from m3_rag.onnx.quantize import default_recipe
 
     u8 = {"activations": "sym", "activation_bits": 8, "weights": "uint8", "weight_bits": 8}
-    return {**default_recipe(), "activations": acts, "activation_bits": a_bits, "weights": weights,
-            "weight_bits": w_bits, "smooth_alpha": alpha, "overrides": {kind: u8 for kind in exact}}  # fmt: skip
+    recipe = {**default_recipe(), "activations": acts, "activation_bits": a_bits, "weights": weights,
+              "weight_bits": w_bits, "smooth_alpha": alpha}  # fmt: skip
+    if exact:
+        recipe["overrides"] = {kind: u8 for kind in exact}
+    return recipe
+
+
+def _default_with(alpha: float) -> dict:
+    from m3_rag.onnx.quantize import default_recipe
+
+    return {**default_recipe(), "smooth_alpha": alpha}
 
 
 # name -> (precision, recipe factory or None, fuse)
@@ -60,8 +69,10 @@ VARIANTS: dict[str, tuple[str, Callable[[], dict] | None, bool]] = {
     "int8-sym-a8w7-sq": ("int8", lambda: _recipe("sym", 8, "int8", 7, 0.5), True),
     "int8-asym-a7w8": ("int8", lambda: _recipe("asym", 7, "int8", 8, None), True),
     "int8-asym-a7w8-sq": ("int8", lambda: _recipe("asym", 7, "int8", 8, 0.5), True),
+    # the peer bge-m3-lite's scheme: asymmetric per-row uint8 activations, u8 x u8, SmoothQuant 0.5
     "int8-asym-a8w8u8-sq": ("int8", lambda: _recipe("asym", 8, "uint8", 8, 0.5), True),
     "int8-sym-a8w8u8-sq": ("int8", lambda: _recipe("sym", 8, "uint8", 8, 0.5), True),
+    "int8-sym-a8w8u8": ("int8", lambda: _recipe("sym", 8, "uint8", 8, None), True),
     "int8-sym-a8w7-sq+u8ffn": ("int8", lambda: _recipe("sym", 8, "int8", 7, 0.5, ("ffn_in", "ffn_out")), True),
     "int8-sym-a8w7-sq+u8attn": ("int8", lambda: _recipe("sym", 8, "int8", 7, 0.5, ("qkv", "attention_output")), True),
     "int8-sym-a8w7-sq+u8ffnout": ("int8", lambda: _recipe("sym", 8, "int8", 7, 0.5, ("ffn_out",)), True),
@@ -69,7 +80,9 @@ VARIANTS: dict[str, tuple[str, Callable[[], dict] | None, bool]] = {
     "int8-sym-a8w7-sq+asymffnout": ("int8", lambda: {**_recipe("sym", 8, "int8", 7, 0.5), "overrides": {
         "ffn_out": {"activations": "asym", "activation_bits": 8}}}, True),  # fmt: skip
 }
-DEFAULT_VARIANTS = [v for v in VARIANTS if v != "int8-default"]
+DEFAULT_VARIANTS = ["fp32-unfused", "fp32", "int8-default", "int8-dynamic", "int8-sym-a8w7", "int8-sym-a8w7-sq",
+                    "int8-asym-a7w8-sq", "int8-sym-a8w7-sq+asymffnout", "int8-sym-a8w7-sq+u8ffn", "int8-sym-a8w8u8",
+                    "int8-asym-a8w8u8-sq"]  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -86,8 +99,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="interleaved timed rounds (median reported)")
     p.add_argument("--alone", type=int, default=4, help="texts also encoded alone (batch independence)")
     p.add_argument("--no-torch", action="store_true", help="skip the torch side (speed ratios are then absent)")
+    p.add_argument("--alphas", default="",
+                   help="comma-separated SmoothQuant strengths: adds variants int8-default-sq<alpha> (the default "
+                        "recipe with that alpha)")  # fmt: skip
     p.add_argument("--json", type=Path, default=Path("onnx_variants.json"))
     args = p.parse_args(argv)
+    for text in filter(None, (a.strip() for a in args.alphas.split(","))):
+        alpha = float(text)
+        VARIANTS[f"int8-default-sq{alpha:g}"] = ("int8", lambda alpha=alpha: _default_with(alpha), True)
+        args.variants += f",int8-default-sq{alpha:g}"
     args.variant_list = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variant_list if v not in VARIANTS]
     if unknown:
@@ -246,7 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": {"cpu": platform.processor() or platform.machine(), "int8_dot": _int8_dot()},
         "texts": {"fidelity": len(texts), "chunks": len(chunks), "chunk_tokens": n_chunk, "queries": len(queries),
                   "query_tokens": n_query},
-        "recipes": {n: VARIANTS[n][1]() if VARIANTS[n][1] else None for n in sides if n in VARIANTS},  # type: ignore[misc]
+        "recipes": {n: _recipe_of(n) for n in sides if n in VARIANTS},
         "results": results,
         "note": "fidelity is against the fused fp32 ONNX graph; speed ratios are to the torch fp32 backend, same run",
     }  # fmt: skip
@@ -254,6 +274,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table(report))
     print(f"wrote {args.json}", file=sys.stderr)
     return report
+
+
+def _recipe_of(name: str) -> dict | None:
+    from m3_rag.onnx.quantize import default_recipe
+
+    precision, factory, _ = VARIANTS[name]
+    return factory() if factory is not None else default_recipe() if precision == "int8" else None
 
 
 def _int8_dot() -> bool:

@@ -138,7 +138,7 @@ def test_cache_key_follows_fusion_and_quantisation_settings(tiny_checkpoint, tmp
     assert _key(tiny_checkpoint, tmp_path, "int8", config=config, recipe=recipe) == int8  # the default, spelled out
     keys = {int8}
     for change in ({"smooth_alpha": None}, {"smooth_alpha": 0.75}, {"activations": "asym", "activation_bits": 7,
-                   "weight_bits": 8}, {"weights": "uint8", "weight_bits": 8}):  # fmt: skip
+                   "weight_bits": 8}, {"weights": "int8", "weight_bits": 7}):  # fmt: skip
         keys.add(_key(tiny_checkpoint, tmp_path, "int8", config=config, recipe={**recipe, **change}))
     assert len(keys) == 5
     with pytest.raises(ValueError, match="precision 'int8'"):
@@ -169,13 +169,16 @@ def test_recipe_checks(monkeypatch):
         with pytest.raises(ValueError, match="int8 recipe"):
             quantize.check_recipe({**recipe, **bad})
     monkeypatch.setattr(quantize, "cpu_has_int8_dot", lambda: False)  # AVX2: u8 x s8 pairs add in int16
-    assert quantize.default_recipe()["weight_bits"] == 7
+    no_vnni = quantize.default_recipe()
+    assert (no_vnni["weights"], no_vnni["weight_bits"], no_vnni["activation_bits"]) == ("uint8", 8, 8)
+    quantize.check_recipe(no_vnni)
     with pytest.raises(ValueError, match="saturates"):
         quantize.check_recipe({**recipe, "activation_bits": 8, "weight_bits": 8, "weights": "int8"})
     quantize.check_recipe({**recipe, "activations": "asym", "activation_bits": 7, "weight_bits": 8})
     quantize.check_recipe({**recipe, "weights": "uint8", "weight_bits": 8})  # the exact u8 x u8 kernel
     monkeypatch.setattr(quantize, "cpu_has_int8_dot", lambda: True)
-    assert quantize.default_recipe()["weight_bits"] == 8
+    vnni = quantize.default_recipe()
+    assert (vnni["weights"], vnni["weight_bits"], vnni["activation_bits"]) == ("int8", 8, 8)
     quantize.check_recipe({**recipe, "activation_bits": 8, "weight_bits": 8})
 
 

@@ -17,11 +17,11 @@ export and at every load). Sessions use one intra-op thread per physical core
 (``$M3_RAG_ONNX_THREADS`` overrides) and no spinning.
 
 ``int8`` (:mod:`.quantize`) quantises every weight MatMul of the backbone (the QKV projection
-included) with per-output-channel int8 weights and per-token dynamic activations, so a text's
-output does not depend on the texts batched with it; SmoothQuant factors come from the
-package's demo corpus. On x86 CPUs without VNNI the weights use 7 bits (ONNX Runtime's int8
-kernels there add pairs of products in int16, which would saturate). The embeddings, attention
-scores, LayerNorms, GELU and the heads stay float32.
+included) to 8-bit per-output-channel weights and 8-bit per-token dynamic activations, so a
+text's output does not depend on the texts batched with it; SmoothQuant factors come from the
+package's demo corpus. On x86 CPUs without VNNI the weights are stored as uint8 (ONNX Runtime's
+u8 x s8 kernels there add pairs of products in int16, which would saturate; its u8 x u8 kernel
+is exact). The embeddings, attention scores, LayerNorms, GELU and the heads stay float32.
 
 The export runs once per model and options and is cached (:mod:`.cache`): in ``onnx_cache_dir``,
 else ``$M3_RAG_ONNX_CACHE``, else ``~/.cache/m3-rag/onnx`` (``$XDG_CACHE_HOME`` respected), one
