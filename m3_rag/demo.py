@@ -116,7 +116,9 @@ def run_demo(
         raise ModelNotFoundError(
             f"the demo runs on m3-mini, which is not available: {exc} Or pass another model with --model."
         ) from exc
-    echo(f"model: {model.name} ({encoder.config.device}, {encoder.config.dtype})")
+    c = encoder.config
+    runs_on = "" if c.backend == "torch" else f", {c.backend} {c.precision}"
+    echo(f"model: {model.name} ({c.device}, {c.dtype}{runs_on})")
     with tempfile.TemporaryDirectory(prefix="m3-rag-demo-") as scratch:
         where = Path(path) if path is not None else Path(scratch) / "index"
         plan = plan_index([DEMO_CORPUS], encoder, DEMO_CHUNKING, model_key(model.name))

@@ -1,8 +1,12 @@
 """The ``m3-rag`` command: index, search, delete, demo, eval, train, bench.
 
-Every command takes ``--model`` (hub id, local folder or ``m3-mini``), ``--device`` and
-``--dtype``; store commands take ``--path`` (Qdrant Edge folder) or ``--url`` (Qdrant server),
-and ``--collection``.
+Every command that loads a model takes ``--model`` (hub id, local folder or ``m3-mini``),
+``--device``, ``--dtype``, ``--backend`` (``torch``, default, or ``onnx``: ONNX Runtime on the CPU,
+extra ``m3-rag[onnx]``, its graph exported once and cached in ``$M3_RAG_ONNX_CACHE``, default
+``~/.cache/m3-rag/onnx``) and ``--precision`` (``fp32``, default, or ``int8``: the quantised ONNX
+backbone, ``--backend onnx`` only); bad values are usage errors (exit 2) before the model loads.
+(``eval`` takes all but ``--dtype``; the train commands take neither backend option.)
+Store commands take ``--path`` (Qdrant Edge folder) or ``--url`` (Qdrant server), and ``--collection``.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from m3_rag.cli.resources import (
     ModelOptions,
     StoreOptions,
     check_mode,
+    check_model_options,
     load_encoder,
     model_key,
     open_store,
@@ -47,6 +52,8 @@ ModelOpt = Annotated[
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: CUDA when present)")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 (default: float16 on CUDA, float32 on CPU)")]
+BackendOpt = Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on the CPU; needs the onnx extra)")]
+PrecisionOpt = Annotated[str, typer.Option(help="fp32, or int8 (--backend onnx only: quantised backbone)")]
 PathOpt = Annotated[Path, typer.Option("--path", "-p", help="Qdrant Edge index folder (embedded, on disk)")]
 UrlOpt = Annotated[str | None, typer.Option(help="Qdrant server URL instead of --path, e.g. http://localhost:6333")]
 ApiKeyOpt = Annotated[str | None, typer.Option(envvar="QDRANT_API_KEY", help="Qdrant server API key")]
@@ -81,6 +88,8 @@ def index_command(
     model: ModelOpt = DEFAULT_CLI_MODEL,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    backend: BackendOpt = "torch",
+    precision: PrecisionOpt = "fp32",
     path: PathOpt = Path("m3_index"),
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -116,6 +125,8 @@ def index_command(
     from m3_rag.ingest import DEFAULT_MAX_FILE_BYTES, ChunkConfig, plan_index, run_index
     from m3_rag.store.schema import DEFAULT_COLBERT, ColbertSettings, check_dense_quantization
 
+    model_options = ModelOptions(model, device, dtype, backend, precision)
+    check_model_options(model_options)
     try:
         config = ChunkConfig(chunk_tokens, overlap_tokens)
     except ValueError as exc:
@@ -138,7 +149,7 @@ def index_command(
             check_dense_quantization(dense_quantization)
         except ValueError as exc:
             raise CliError(f"--dense-quantization: {exc}", EXIT_USAGE) from exc
-    encoder = load_encoder(ModelOptions(model, device, dtype))
+    encoder = load_encoder(model_options)
     show = _show_progress(progress)
     plan = plan_index(paths, encoder, config, model_key(model), show_progress=show,
                       max_file_bytes=max_file_bytes or DEFAULT_MAX_FILE_BYTES)  # fmt: skip
@@ -192,6 +203,8 @@ def search_command(
     model: ModelOpt = DEFAULT_CLI_MODEL,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    backend: BackendOpt = "torch",
+    precision: PrecisionOpt = "fp32",
     path: PathOpt = Path("m3_index"),
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -203,13 +216,15 @@ def search_command(
     from m3_rag.ingest.indexer import MODEL_KEY
 
     check_mode(mode)
+    model_options = ModelOptions(model, device, dtype, backend, precision)
+    check_model_options(model_options)
     if k < 1:
         raise CliError(f"-k is {k}; expected a positive int.", EXIT_USAGE)
     flt = parse_filter_json(filter)
     where = StoreOptions(path, url, api_key, collection)
     if not url:
         require_index(where)  # before the (slow) model load
-    encoder = load_encoder(ModelOptions(model, device, dtype))
+    encoder = load_encoder(model_options)
     store = open_store(encoder, where, create=False)
     try:
         hits = store.search(query, mode=mode, k=k, filter=flt, with_mode_scores=True)
@@ -244,6 +259,8 @@ def delete_command(
     model: ModelOpt = DEFAULT_CLI_MODEL,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    backend: BackendOpt = "torch",
+    precision: PrecisionOpt = "fp32",
     path: PathOpt = Path("m3_index"),
     url: UrlOpt = None,
     api_key: ApiKeyOpt = None,
@@ -251,6 +268,8 @@ def delete_command(
 ) -> None:
     """Delete chunks by source file (--source), by chunk id (--id), by metadata filter (--filter),
     or all of them (--all --yes)."""
+    model_options = ModelOptions(model, device, dtype, backend, precision)
+    check_model_options(model_options)
     sources = [str(s.expanduser().resolve()) for s in source or []]
     ids = list(ids or [])
     flt = _delete_filter(filter)
@@ -261,7 +280,7 @@ def delete_command(
     where = StoreOptions(path, url, api_key, collection)
     if not url:
         require_index(where)
-    store = open_store(load_encoder(ModelOptions(model, device, dtype)), where, create=False)
+    store = open_store(load_encoder(model_options), where, create=False)
     try:
         missing: list[str] = []
         deleted = 0
@@ -311,6 +330,8 @@ def demo_command(
     model: ModelOpt = DEFAULT_CLI_MODEL,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
+    backend: BackendOpt = "torch",
+    precision: PrecisionOpt = "fp32",
     k: Annotated[int, typer.Option("-k", "--k", help="hits shown per mode")] = 3,
     path: Annotated[Path | None, typer.Option(help="keep the demo index here (default: a temporary folder)")] = None,
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="your own query (repeatable)")] = None,
@@ -319,9 +340,11 @@ def demo_command(
     """Index the shipped corpus into a Qdrant Edge folder and compare all five modes, offline."""
     from m3_rag.demo import run_demo
 
+    model_options = ModelOptions(model, device, dtype, backend, precision)
+    check_model_options(model_options)
     if k < 1:
         raise CliError(f"-k is {k}; expected a positive int.", EXIT_USAGE)
-    run_demo(ModelOptions(model, device, dtype), k=k, path=path, queries=query or None, show_progress=_show_progress(progress))
+    run_demo(model_options, k=k, path=path, queries=query or None, show_progress=_show_progress(progress))
 
 
 # ----------------------------------------------------------------------- eval, train, bench

@@ -6,11 +6,15 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from m3_rag.cli.errors import EXIT_USAGE, CliError
 
-__all__ = ["ModelOptions", "StoreOptions", "load_encoder", "open_store", "parse_filter_json", "check_mode", "model_key", "require_index"]
+if TYPE_CHECKING:
+    from m3_rag.backends import Backend, Precision
+
+__all__ = ["ModelOptions", "StoreOptions", "load_encoder", "open_store", "parse_filter_json", "check_mode", "model_key",
+           "require_index", "check_model_options", "check_backend_options", "onnx_import_error"]  # fmt: skip
 
 DEFAULT_CLI_MODEL = "m3-mini"
 
@@ -20,6 +24,8 @@ class ModelOptions:
     name: str = DEFAULT_CLI_MODEL
     device: str | None = None
     dtype: str | None = None
+    backend: str = "torch"  # checked by check_model_options: torch or onnx
+    precision: str = "fp32"  # fp32, or int8 (onnx only)
 
 
 @dataclass(frozen=True)
@@ -45,19 +51,60 @@ def model_key(name: str) -> str:
     return str(path.resolve()) if path.is_dir() else name
 
 
+def check_backend_options(backend: str, precision: str) -> tuple[Backend, Precision]:
+    """``--backend``/``--precision`` by the encoder's own rule (:func:`m3_rag.backends.check_backend`),
+    or a one-line usage error in the command line's spelling."""
+    from m3_rag.backends import BACKENDS, PRECISIONS, check_backend
+    from m3_rag.validation import short_repr
+
+    try:
+        return check_backend(backend, precision)
+    except ValueError as exc:
+        if backend not in BACKENDS:
+            message = (f"--backend {short_repr(backend)} is not known; expected {' or '.join(BACKENDS)}. "
+                       "Fix: omit it for torch, or pass --backend onnx (ONNX Runtime on the CPU).")  # fmt: skip
+        elif precision not in PRECISIONS:
+            message = (f"--precision {short_repr(precision)} is not known; expected {' or '.join(PRECISIONS)}. "
+                       "Fix: omit it for fp32, or pass --precision int8 with --backend onnx.")  # fmt: skip
+        else:  # a precision the backend does not have (int8 on torch)
+            message = (f"--precision {precision} needs --backend onnx, found --backend {backend}; expected fp32 with "
+                       f"--backend {backend}. Fix: add --backend onnx, or drop --precision (--dtype sets the torch precision).")  # fmt: skip
+        raise CliError(message, EXIT_USAGE) from exc
+
+
+def check_model_options(options: ModelOptions) -> tuple[Backend, Precision]:
+    """Check ``--dtype``, ``--backend`` and ``--precision`` (no model is read); returns the backend pair."""
+    if options.dtype is not None and options.dtype not in ("float32", "float16", "bfloat16"):
+        from m3_rag.validation import short_repr
+
+        raise CliError(f"--dtype {short_repr(options.dtype)} is not known; expected float32, float16 or bfloat16.", EXIT_USAGE)
+    return check_backend_options(options.backend, options.precision)
+
+
+def onnx_import_error(exc: ImportError) -> CliError:
+    """The one-line error of ``--backend onnx`` without its extra installed."""
+    from m3_rag.backends import ONNX_EXTRA
+
+    reason = str(exc).split(" Fix:")[0].rstrip(". ") or type(exc).__name__
+    return CliError(f"--backend onnx needs the extra {ONNX_EXTRA} ({reason}). "
+                    f'Fix: pip install "{ONNX_EXTRA}", or drop --backend onnx.')  # fmt: skip
+
+
 def load_encoder(options: ModelOptions) -> Any:
+    backend, precision = check_model_options(options)  # before anything is imported or read
     from transformers.utils import logging as hf_logging
 
     from m3_rag import M3Encoder
 
     hf_logging.disable_progress_bar()  # our own bars are the ones that matter
-    if options.dtype is not None and options.dtype not in ("float32", "float16", "bfloat16"):
-        from m3_rag.validation import short_repr
-
-        raise CliError(f"--dtype {short_repr(options.dtype)} is not known; expected float32, float16 or bfloat16.", EXIT_USAGE)
     # An unknown or unavailable --device is a ValueError from the encoder, raised before any weights are read.
     try:
-        return M3Encoder.from_pretrained(options.name, device=options.device, dtype=options.dtype)
+        return M3Encoder.from_pretrained(options.name, device=options.device, dtype=options.dtype,
+                                         backend=backend, precision=precision)  # fmt: skip
+    except ImportError as exc:
+        if backend != "onnx":
+            raise
+        raise onnx_import_error(exc) from exc
     except RuntimeError as exc:  # torch or transformers failing inside the load; the message says why
         where = f" on device {options.device!r}" if options.device else ""
         raise CliError(f"cannot load model {options.name!r}{where}: {exc}") from exc

@@ -69,5 +69,8 @@ def evaluate(
         found, pipeline_colbert = pipeline_grid_runs(encoder, queries, corpus, data, w, grid=grid, index_path=index_path,
                                                      prefetch_k=prefetch_k, show_progress=show_progress)  # fmt: skip
         runs.update(found)
+    config = getattr(encoder, "config", None)  # M3Encoder's records its backend; other encoders count as torch fp32
     return EvalReport(data.name, model_name, len(data.query_ids), len(data.doc_ids), w,
-                      score_runs(runs, data.qrels), weight_choice=choice, pipeline_colbert=pipeline_colbert)  # fmt: skip
+                      score_runs(runs, data.qrels), weight_choice=choice, pipeline_colbert=pipeline_colbert,
+                      backend=str(getattr(config, "backend", "torch")),
+                      precision=str(getattr(config, "precision", "fp32")))  # fmt: skip

@@ -33,6 +33,9 @@ class EvalReport:
     weight_choice: WeightChoice | None = None  # set when the weights were selected on this data
     # Per pipeline mode, how its index stored ColBERT: {"mode", "colbert_datatype", "colbert_pool_factor"}.
     pipeline_colbert: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How the encoder ran (its config's backend and precision): an fp32 and an int8 report differ here.
+    backend: str = "torch"
+    precision: str = "fp32"
 
     def score(self, mode: str) -> ModeScore:
         for s in self.scores:
@@ -43,7 +46,8 @@ class EvalReport:
     def to_table(self) -> str:
         """A Markdown table, one row per mode."""
         lines = [
-            f"{self.dataset}: {self.n_queries} queries, {self.n_docs} docs, model {self.model}, "
+            f"{self.dataset}: {self.n_queries} queries, {self.n_docs} docs, model {self.model}"
+            f"{'' if (self.backend, self.precision) == ('torch', 'fp32') else f' ({self.backend} {self.precision})'}, "
             f"weights (dense, sparse, colbert) = {self.weights}"
             + (" (selected on this split)" if self.weight_choice is not None else ""),
             "",
@@ -62,7 +66,8 @@ class EvalReport:
 
     def to_dict(self) -> dict:
         return {
-            "dataset": self.dataset, "model": self.model, "n_queries": self.n_queries, "n_docs": self.n_docs,
+            "dataset": self.dataset, "model": self.model, "backend": self.backend, "precision": self.precision,
+            "n_queries": self.n_queries, "n_docs": self.n_docs,
             "weights": list(self.weights),
             "weights_selected_here": self.weight_choice is not None,
             "scores": {s.mode: {"ndcg@10": s.ndcg10, "recall@100": s.recall100} for s in self.scores},

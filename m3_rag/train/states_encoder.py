@@ -18,6 +18,7 @@ from typing import TypedDict, Unpack
 import numpy as np
 import torch
 
+from m3_rag.backends import Backend, Precision, check_backend
 from m3_rag.loading import load_backbone, resolve_model
 from m3_rag.train.model import HeadSpec, M3Heads, head_outputs
 from m3_rag.train.states import StateStore
@@ -111,14 +112,23 @@ def open_encoder(
     state_cache: str | Path | None = None,
     device: str | None = None,
     show_progress: bool = True,
+    backend: Backend = "torch",
+    precision: Precision = "fp32",
     **lengths: Unpack[_Lengths],
 ) -> Encoder:
     """The encoder a command scores with: heads over cached states when ``state_cache`` is given
-    (``device`` unused: the heads run on the CPU), else :class:`m3_rag.encoder.M3Encoder`.
+    (``device`` unused: the heads run on the CPU), else :class:`m3_rag.encoder.M3Encoder` on
+    ``backend`` at ``precision`` (cached states are the torch backbone's: torch fp32 only).
     ``lengths``: ``query_max_length`` / ``document_max_length``; absent ones are the encoder's own
     defaults (M3Encoder: 512 / 8192, capped to what the model can read; cached states: 512 / 512)."""
+    check_backend(backend, precision)
     if state_cache is not None:
+        if (backend, precision) != ("torch", "fp32"):
+            raise ValueError(
+                f"state_cache holds the torch backbone's states, found backend {backend!r} with precision {precision!r}; "
+                "expected torch fp32. Fix: drop the state cache to encode with that backend, or keep the defaults."
+            )
         return StateCachedEncoder(model, state_cache, show_progress=show_progress, **lengths)
     from m3_rag import M3Encoder
 
-    return M3Encoder.from_pretrained(model, device=device, **lengths)
+    return M3Encoder.from_pretrained(model, device=device, backend=backend, precision=precision, **lengths)
