@@ -44,6 +44,11 @@ branch; a random synthetic query shares no candidates between its dense and spar
 so the union is the worst case, 2 x prefetch). ``--prefetch-sweep`` times ``hybrid+rerank``
 again at other prefetch sizes on the same index.
 
+``--v010-m3`` also times ``m3`` as m3-rag 0.1.0 planned it (``m3@0.1.0-plan``: one Qdrant query, a
+formula over three prefetches that each re-score the dense + sparse union by one vector, so the
+union's dense and sparse searches run three times) on every Edge index, and reports each run's
+``m3`` p50 as a ratio to the baseline's ``m3@0.1.0-plan`` too: what a user of 0.1.0's store had.
+
 Before timing, every file of an Edge index is read once (``--no-warm-cache`` skips it): the
 ColBERT vectors are mmapped from disk, and whichever mode runs first would otherwise pay the
 page faults of reading them. The figures are those of an index that fits in the page cache.
@@ -79,6 +84,8 @@ __all__ = ["SyntheticEncoder", "synthetic_batch", "RunSpec", "plan_runs", "estim
 BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "turbo8": 1.0, "turbo4": 0.5}
 #: The reference every ratio divides by: the unquantized, unpooled storage.
 BASELINE = ("float16", 1, "none")  # m3-rag 0.1.0's store: float16, unpooled, float32-only dense HNSW
+#: The extra timed mode of ``--v010-m3``: m3 as m3-rag 0.1.0 ran it.
+V010_M3 = "m3@0.1.0-plan"
 #: Ratios reported per run against the baseline of the same size: name -> path in the run's dict.
 RATIO_KEYS = {
     "hybrid+rerank_p50": ("latency", "hybrid+rerank", "p50_ms"),
@@ -87,6 +94,8 @@ RATIO_KEYS = {
     "disk_bytes_per_original_token": ("disk_bytes_per_original_token",),
     "ingest_points_per_s": ("ingest_points_per_s",),
 }
+#: Ratios whose run and baseline values come from different paths: name -> (run's path, baseline's path).
+CROSS_RATIO_KEYS = {"m3_p50_vs_0.1.0_plan": (("latency", "m3", "p50_ms"), ("latency", V010_M3, "p50_ms"))}
 
 
 class SyntheticEncoder:
@@ -222,12 +231,44 @@ def _percentiles(samples: list[float], cpu: list[float]) -> dict[str, float]:
     }
 
 
+def search_v010_m3(store: M3Store, query: M3Output, k: int, prefetch_k: int | None) -> list:
+    """``m3`` as m3-rag 0.1.0 ran it on Qdrant Edge: one query, ``Σ w_i · $score[i]`` over three
+    prefetches that re-score the dense + sparse union by the dense, sparse and ColBERT vector (the
+    union searched three times). Same weights and candidates as today's ``m3`` plan."""
+    import qdrant_edge as qe
+
+    from m3_rag.store.backends.edge import _prefetch, _scoring
+    from m3_rag.store.ingest import max_colbert_rows
+    from m3_rag.store.queries import build_plan
+
+    plan = build_plan("m3", query, store.schema, k=k, prefetch_k=prefetch_k, weights=store.weights,
+                      max_query_tokens=max_colbert_rows(store.schema.colbert_dim))  # fmt: skip
+    assert plan.combine is not None
+    union = [_prefetch(p, None) for p in plan.prefetches]
+    rescored = [qe.Prefetch(limit=plan.limit, query=_scoring(vq), prefetches=union)
+                for vq in (plan.combine.dense, plan.combine.sparse, plan.query)]  # fmt: skip
+    e = qe.Expression
+    terms = [e.Mult([e.Constant(w), e.Variable(f"$score[{i}]")]) for i, w in enumerate(plan.combine.weights)]
+    formula = qe.Formula(e.Sum(terms), defaults={f"$score[{i}]": 0.0 for i in range(3)})
+    return store.backend.shard.query(qe.QueryRequest(limit=k, query=formula, prefetches=rescored, with_payload=True))  # type: ignore[attr-defined]
+
+
+def _search(store: M3Store, query: M3Output, mode: str, k: int, prefetch_k: int | None) -> list:
+    if mode == V010_M3:
+        return search_v010_m3(store, query, k, prefetch_k)
+    return store.search_encoded(query, mode=mode, k=k, prefetch_k=prefetch_k)  # type: ignore[arg-type]
+
+
+def _timed_modes(args: argparse.Namespace, edge: bool) -> list[str]:
+    return list(args.modes) + ([V010_M3] if edge and args.v010_m3 else [])
+
+
 def _timed(store: M3Store, encoded: list[M3Output], warmup: int, **search: object) -> dict[str, float]:
     times, cpu = [], []
     hits = None
     for i, q in enumerate(encoded):
         t0, c0 = time.perf_counter(), time.process_time()
-        hits = store.search_encoded(q, **search)  # type: ignore[arg-type]
+        hits = _search(store, q, **search)  # type: ignore[arg-type]
         dt_, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= warmup:
             times.append(dt_)
@@ -342,7 +383,7 @@ def run_one(spec: RunSpec, args: argparse.Namespace, workdir: Path, queries: lis
             result["index_path"] = str(path)
             return result
         latency: dict = {}
-        for mode in args.modes:
+        for mode in _timed_modes(args, edge):
             latency[mode] = _timed(store, encoded, warmup, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
         if edge and "hybrid+rerank" in args.modes:
             for pk in args.prefetch_sweep:
@@ -371,13 +412,14 @@ def time_interleaved(runs: list[dict], args: argparse.Namespace, queries: list[M
             if args.warm_cache:
                 _read_files(path)
         encoded = queries[: args.queries + args.warmup]
-        samples: list[dict[str, tuple[list[float], list[float]]]] = [{m: ([], []) for m in args.modes} for _ in runs]
+        modes = _timed_modes(args, edge=True)
+        samples: list[dict[str, tuple[list[float], list[float]]]] = [{m: ([], []) for m in modes} for _ in runs]
         for i, q in enumerate(encoded):
-            for mode in args.modes:
+            for mode in modes:
                 for j in range(len(stores)):
                     at = (i + j) % len(stores)
                     t0, c0 = time.perf_counter(), time.process_time()
-                    hits = stores[at].search_encoded(q, mode=mode, k=args.k, prefetch_k=args.prefetch_k)
+                    hits = _search(stores[at], q, mode, args.k, args.prefetch_k)
                     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
                     assert hits, f"{mode} returned nothing"
                     if i >= args.warmup:
@@ -414,8 +456,10 @@ def add_ratios(runs: list[dict]) -> None:
         if base is None:
             continue
         ratios = {}
-        for name, keys in RATIO_KEYS.items():
-            a, b = _get(run, keys), _get(base, keys)
+        pairs = [(name, keys, keys) for name, keys in RATIO_KEYS.items()]
+        pairs += [(name, run_keys, base_keys) for name, (run_keys, base_keys) in CROSS_RATIO_KEYS.items()]
+        for name, run_keys, base_keys in pairs:
+            a, b = _get(run, run_keys), _get(base, base_keys)
             if a is not None and b:
                 ratios[name] = round(a / b, 3)
         run["ratios_vs_float16_f1"] = ratios
@@ -458,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--client-queries", type=int, default=3, help="timed queries per mode (qdrant-client local)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--modes", nargs="*", default=list(MODES), choices=list(MODES))
+    ap.add_argument("--v010-m3", action="store_true",
+                    help=f"also time m3 as m3-rag 0.1.0 planned it ({V010_M3!r}: three re-scoring prefetches) on Edge")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--prefetch-k", type=int, default=None, help="candidates per prefetch (default: the store's)")
     ap.add_argument("--prefetch-sweep", type=int, nargs="*", default=[],
@@ -572,7 +618,7 @@ def _print_tables(runs: list[dict]) -> None:
                   f"| {v['cpu_p50_ms']:.2f} | {v['n']} |")  # fmt: skip
     with_ratios = [r for r in done if r.get("ratios_vs_float16_f1")]
     if with_ratios:
-        names = list(RATIO_KEYS)
+        names = list(RATIO_KEYS) + [n for n in CROSS_RATIO_KEYS if any(n in r["ratios_vs_float16_f1"] for r in with_ratios)]
         print("\nRatios to the float16 / factor-1 / dense-none run (m3-rag 0.1.0's store) of the same size:\n")
         print("| points | ColBERT | " + " | ".join(names) + " |")
         print("|---:|---|" + "---:|" * len(names))

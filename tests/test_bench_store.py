@@ -123,6 +123,38 @@ def test_interleave_times_the_kept_indexes_side_by_side_and_removes_them(bench, 
     assert not list((tmp_path / "work").iterdir())  # the kept indexes are removed after timing
 
 
+def test_the_v010_m3_plan_scores_as_todays_m3_and_gets_its_ratio(bench, tmp_path):
+    """--v010-m3 times 0.1.0's one-query plan: the same top k and scores as today's two-round-trip m3,
+    so its ratio compares plans, not answers."""
+    import numpy as np
+
+    from m3_rag.store import M3Store
+
+    args = _args(bench, "--min-tokens", "4", "--max-tokens", "12", "--dense-dim", "16", "--colbert-dim", "8",
+                 "--vocab", "300", "--sparse-terms", "6")  # fmt: skip
+    rng = np.random.default_rng(3)
+    store = M3Store(bench.SyntheticEncoder(16, 8), path=tmp_path / "edge", colbert_pool_factor=1,
+                    colbert_datatype="float32", dense_quantization="none")  # fmt: skip
+    store.add_encoded([f"t{i}" for i in range(60)], bench.synthetic_batch(rng, 60, args), ids=list(range(60)))
+    for _ in range(5):
+        query = bench.synthetic_batch(rng, 1, args, query=True)
+        today = store.search_encoded(query, mode="m3", k=5)
+        old = bench.search_v010_m3(store, query, 5, None)
+        assert [str(h.id) for h in old] == [str(h.id) for h in today]
+        assert [h.score for h in old] == pytest.approx([h.score for h in today], abs=1e-4)
+    store.close()
+    out = tmp_path / "bench.json"
+    code = bench.main(["--edge-sizes", "40", "--client-sizes", "0", "--queries", "2", "--warmup", "0",
+                       "--pool-factors", "2", "--datatypes", "turbo4", "--with-baseline", "--interleave", "--v010-m3",
+                       "--modes", "m3", "--no-optimize", "--quiet", "--workdir", str(tmp_path / "work"),
+                       "--json", str(out)])  # fmt: skip
+    assert code == 0
+    base, f2 = json.loads(out.read_text())["runs"]
+    assert set(base["latency"]) == {"m3", bench.V010_M3}
+    expected = f2["latency"]["m3"]["p50_ms"] / base["latency"][bench.V010_M3]["p50_ms"]
+    assert f2["ratios_vs_float16_f1"]["m3_p50_vs_0.1.0_plan"] == pytest.approx(expected, abs=1e-3)
+
+
 def test_a_run_that_does_not_fit_is_skipped_with_its_reason(bench, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = bench.main(["--edge-sizes", "40", "--client-sizes", "0", "--pool-factors", "1", "--datatypes", "turbo8",

@@ -56,6 +56,16 @@ def test_config_and_sizes(onnx_fp32, tiny_encoder):
     assert "backend='onnx'" in repr(onnx_fp32)
 
 
+def test_batch_budget_default_is_the_onnx_one_and_an_explicit_one_is_kept(onnx_fp32, tiny_checkpoint, onnx_cache):
+    from m3_rag import M3Encoder
+    from m3_rag.encoder import DEFAULT_BUDGET
+    from m3_rag.onnx.runtime import BATCH_TOKENS
+
+    assert onnx_fp32.config.batch_tokens == BATCH_TOKENS < DEFAULT_BUDGET["cpu"]
+    chosen = M3Encoder.from_pretrained(tiny_checkpoint, backend="onnx", onnx_cache_dir=onnx_cache, batch_tokens=512)
+    assert chosen.config.batch_tokens == 512
+
+
 @pytest.mark.parametrize("max_length", [8192, 64])
 @pytest.mark.parametrize("mcls", [False, True])
 def test_fp32_equals_torch(onnx_fp32, tiny_encoder, parity_texts, max_length, mcls):

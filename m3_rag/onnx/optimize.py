@@ -7,6 +7,11 @@ rewrites each layer into one ``Attention``, two ``SkipLayerNormalization`` (resi
 LayerNorm) and one ``BiasGelu`` contrib op. The fused ops compute the same function in fewer
 passes over memory; their float error is far below the backends' 1e-5 parity bar.
 
+``Attention`` rather than ``MultiHeadAttention`` (the optimizer's ``use_multi_head_attention``):
+with a padding mask, ONNX Runtime 1.31's CPU ``MultiHeadAttention`` runs the same unfused
+attention (its tiled kernel needs no mask) after an extra bias pass: identical outputs, 0-5%
+slower on a 2-layer BGE-M3-width model (2026-12-08, 2-core AVX-512 CPU).
+
 :func:`fuse` counts the fused ops against the model's layer count: a graph where fusion did not
 happen (a transformers or onnxruntime version whose patterns differ) is never used silently.
 It is kept (it is exact, only slower), its counts are written into the graph's metadata, and an
