@@ -1,7 +1,7 @@
 """Plot the compact-ColBERT trade-off: quality and latency against ColBERT bytes per original token.
 
     python scripts/plot_compact_colbert.py bench.json eval.json [more.json ...] -o docs/compact-colbert.png
-        [--latency-min-points 10000]
+        [--latency-min-points 10000] [--dense-quantization int8|none|all]
 
 Inputs (told apart by their contents, any number of each):
 
@@ -71,8 +71,14 @@ def storage_bytes(bench: Sequence[dict]) -> dict[tuple[str, int], float]:
     return {k: v for k, (_, v) in best.items()}
 
 
-def quality_points(evals: Sequence[dict], sizes: dict[tuple[str, int], float]) -> tuple[list[dict], list[str]]:
-    """Panel (a)'s points, ``{series, mode, datatype, factor, bytes, ndcg}``, and notes on what was left out."""
+def quality_points(
+    evals: Sequence[dict], sizes: dict[tuple[str, int], float], dense: str | None = None
+) -> tuple[list[dict], list[str]]:
+    """Panel (a)'s points, ``{series, mode, datatype, factor, bytes, ndcg}``, and notes on what was left out.
+
+    With ``dense``, only settings whose dense index is ``dense`` (a report from before the dense option
+    counts as ``none``); each is compared with float16 unpooled on a ``none`` dense index (m3-rag 0.1.0's store)
+    where the report has it."""
     points, notes = [], []
     several = len(evals) > 1
     for report in evals:
@@ -82,6 +88,8 @@ def quality_points(evals: Sequence[dict], sizes: dict[tuple[str, int], float]) -
                          "or --no-pipeline); left out")  # fmt: skip
         for name, s in settings.items():
             if s.get("mode") not in PIPELINE_MODES or name not in report["scores"]:
+                continue
+            if dense is not None and s.get("dense_quantization", "none") != dense:
                 continue
             key = (s["colbert_datatype"], int(s["colbert_pool_factor"]))
             if key not in sizes:
@@ -99,12 +107,14 @@ def quality_points(evals: Sequence[dict], sizes: dict[tuple[str, int], float]) -
 
 
 def _baseline(report: dict, mode: str) -> float | None:
-    """nDCG@10 of ``mode`` on float16, factor 1, in the same report (None if it was not run)."""
+    """nDCG@10 of ``mode`` on float16, factor 1, in the same report, on a ``none`` dense index if there
+    is one (None if it was not run)."""
+    found = []
     for name, s in (report.get("pipeline_colbert") or {}).items():
         same = s.get("mode") == mode and s.get("colbert_datatype") == "float16" and int(s.get("colbert_pool_factor", 0)) == 1
         if same and name in report["scores"]:
-            return float(report["scores"][name]["ndcg@10"])
-    return None
+            found.append((s.get("dense_quantization", "none") != "none", float(report["scores"][name]["ndcg@10"])))
+    return min(found)[1] if found else None
 
 
 def latency_points(bench: Sequence[dict], min_points: int = 0) -> list[dict]:
@@ -119,15 +129,16 @@ def latency_points(bench: Sequence[dict], min_points: int = 0) -> list[dict]:
             if lat:
                 points.append({"size": size, "points": r["points"], "mode": mode, "datatype": r["colbert_datatype"],
                                "factor": int(r["colbert_pool_factor"]), "bytes": float(r["colbert_storage_bytes_per_token"]),
-                               "p50": float(lat["p50_ms"])})  # fmt: skip
+                               "p50": float(lat["p50_ms"]), "dense": r.get("dense_quantization", "none")})  # fmt: skip
     return points
 
 
 def _label(p: dict) -> str:
-    return f"{p['datatype']} f{p['factor']}"
+    return f"{p['datatype']} f{p['factor']}" + (" +int8 dense" if p.get("dense") == "int8" else "")
 
 
-def plot(bench: Sequence[dict], evals: Sequence[dict], output: Path, latency_min_points: int = 0) -> list[str]:
+def plot(bench: Sequence[dict], evals: Sequence[dict], output: Path, latency_min_points: int = 0,
+         dense: str | None = None) -> list[str]:
     """Write the two-panel PNG; returns notes on what was left out."""
     try:
         import matplotlib
@@ -138,7 +149,7 @@ def plot(bench: Sequence[dict], evals: Sequence[dict], output: Path, latency_min
     import matplotlib.ticker
 
     sizes = storage_bytes(bench)
-    quality, notes = quality_points(evals, sizes)
+    quality, notes = quality_points(evals, sizes, dense)
     latency = latency_points(bench, latency_min_points)
     fig, (ax_q, ax_l) = plt.subplots(1, 2, figsize=(13, 5.2))
 
@@ -195,12 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", type=Path, default=Path("docs/compact-colbert.png"), help="the PNG to write")
     ap.add_argument("--latency-min-points", type=int, default=10_000,
                     help="panel (b) shows benchmark runs of at least this many points")  # fmt: skip
+    ap.add_argument("--dense-quantization", choices=["int8", "none", "all"], default="int8",
+                    help="panel (a) shows the settings on this dense index (int8: the default), each against float16 "
+                         "unpooled on a 'none' dense index (m3-rag 0.1.0's store)")  # fmt: skip
     args = ap.parse_args(argv)
     bench, evals = load_reports(args.reports)
     if not bench:
         print("note: no benchmark report given: panel (a) has no bytes to place its points at, panel (b) is empty",
               file=sys.stderr)  # fmt: skip
-    for note in plot(bench, evals, args.output, args.latency_min_points):
+    dense = None if args.dense_quantization == "all" else args.dense_quantization
+    for note in plot(bench, evals, args.output, args.latency_min_points, dense):
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {args.output}")
     return 0

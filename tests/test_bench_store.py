@@ -202,9 +202,26 @@ def test_plot_matches_bytes_by_setting_and_writes_a_png(plot_script, tmp_path, c
     assert len(plot_script.latency_points(bench)) == 8  # 4 measured runs x 2 modes; the skipped run has none
     assert len(plot_script.latency_points(bench, min_points=5000)) == 4  # the small runs left out
     out = tmp_path / "docs" / "compact-colbert.png"
-    assert plot_script.main([str(p) for p in paths] + ["-o", str(out)]) == 0
+    assert plot_script.main([str(p) for p in paths] + ["-o", str(out), "--dense-quantization", "all"]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "has no benchmark run" in capsys.readouterr().err
+
+
+def test_plot_keeps_one_dense_index_against_the_float16_unpooled_none_baseline(plot_script):
+    """Settings measured on both dense indexes: panel (a) keeps the chosen one, each compared with
+    float16 unpooled on the 'none' index (0.1.0's store), whichever order the report lists them in."""
+    settings, scores = {}, {}
+    for dense, f1_score, f2_score in (("int8", 0.70, 0.72), ("none", 0.60, 0.65)):
+        for f, dt, score in ((1, "float16", f1_score), (2, "turbo4", f2_score)):
+            name = f"m3@f{f}-{dt}-dense-{dense}"
+            settings[name] = {"mode": "m3", "colbert_datatype": dt, "colbert_pool_factor": f, "dense_quantization": dense}
+            scores[name] = {"ndcg@10": score}
+    evaluation = {"dataset": "d", "_path": "e.json", "scores": scores, "pipeline_colbert": settings}
+    sizes = {("float16", 1): 2048.0, ("turbo4", 2): 256.0}
+    points, _ = plot_script.quality_points([evaluation], sizes, "int8")
+    assert {(p["factor"], round(p["delta_points"], 6)) for p in points} == {(1, 10.0), (2, 12.0)}
+    points, _ = plot_script.quality_points([evaluation], sizes, "none")
+    assert {(p["factor"], round(p["delta_points"], 6)) for p in points} == {(1, 0.0), (2, 5.0)}
 
 
 def test_plot_refuses_a_file_that_is_no_report(plot_script, tmp_path):
