@@ -23,10 +23,11 @@ from m3_rag.cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, CliError, run_guarde
 from m3_rag.cli.output import format_hits, format_skipped, hits_to_json, relative
 from m3_rag.cli.resources import (
     DEFAULT_CLI_MODEL,
+    BackendOpt,
     ModelOptions,
+    PrecisionOpt,
     StoreOptions,
     check_mode,
-    check_model_options,
     load_encoder,
     model_key,
     open_store,
@@ -52,8 +53,6 @@ ModelOpt = Annotated[
 ]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: CUDA when present)")]
 DtypeOpt = Annotated[str | None, typer.Option(help="float32, float16 or bfloat16 (default: float16 on CUDA, float32 on CPU)")]
-BackendOpt = Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on the CPU; needs the onnx extra)")]
-PrecisionOpt = Annotated[str, typer.Option(help="fp32, or int8 (--backend onnx only: quantised backbone)")]
 PathOpt = Annotated[Path, typer.Option("--path", "-p", help="Qdrant Edge index folder (embedded, on disk)")]
 UrlOpt = Annotated[str | None, typer.Option(help="Qdrant server URL instead of --path, e.g. http://localhost:6333")]
 ApiKeyOpt = Annotated[str | None, typer.Option(envvar="QDRANT_API_KEY", help="Qdrant server API key")]
@@ -125,8 +124,7 @@ def index_command(
     from m3_rag.ingest import DEFAULT_MAX_FILE_BYTES, ChunkConfig, plan_index, run_index
     from m3_rag.store.schema import DEFAULT_COLBERT, ColbertSettings, check_dense_quantization
 
-    model_options = ModelOptions(model, device, dtype, backend, precision)
-    check_model_options(model_options)
+    model_options = ModelOptions(model, device, dtype, backend, precision)  # checked here: exit 2 before any load
     try:
         config = ChunkConfig(chunk_tokens, overlap_tokens)
     except ValueError as exc:
@@ -216,8 +214,7 @@ def search_command(
     from m3_rag.ingest.indexer import MODEL_KEY
 
     check_mode(mode)
-    model_options = ModelOptions(model, device, dtype, backend, precision)
-    check_model_options(model_options)
+    model_options = ModelOptions(model, device, dtype, backend, precision)  # checked here: exit 2 before any load
     if k < 1:
         raise CliError(f"-k is {k}; expected a positive int.", EXIT_USAGE)
     flt = parse_filter_json(filter)
@@ -268,8 +265,7 @@ def delete_command(
 ) -> None:
     """Delete chunks by source file (--source), by chunk id (--id), by metadata filter (--filter),
     or all of them (--all --yes)."""
-    model_options = ModelOptions(model, device, dtype, backend, precision)
-    check_model_options(model_options)
+    model_options = ModelOptions(model, device, dtype, backend, precision)  # checked here: exit 2 before any load
     sources = [str(s.expanduser().resolve()) for s in source or []]
     ids = list(ids or [])
     flt = _delete_filter(filter)
@@ -340,8 +336,7 @@ def demo_command(
     """Index the shipped corpus into a Qdrant Edge folder and compare all five modes, offline."""
     from m3_rag.demo import run_demo
 
-    model_options = ModelOptions(model, device, dtype, backend, precision)
-    check_model_options(model_options)
+    model_options = ModelOptions(model, device, dtype, backend, precision)  # checked here: exit 2 before any load
     if k < 1:
         raise CliError(f"-k is {k}; expected a positive int.", EXIT_USAGE)
     run_demo(model_options, k=k, path=path, queries=query or None, show_progress=_show_progress(progress))

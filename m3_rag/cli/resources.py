@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from m3_rag.cli.errors import EXIT_USAGE, CliError
 
@@ -14,18 +18,31 @@ if TYPE_CHECKING:
     from m3_rag.backends import Backend, Precision
 
 __all__ = ["ModelOptions", "StoreOptions", "load_encoder", "open_store", "parse_filter_json", "check_mode", "model_key",
-           "require_index", "check_model_options", "check_backend_options", "onnx_import_error"]  # fmt: skip
+           "require_index", "check_backend_options", "onnx_extra_errors", "BackendOpt", "PrecisionOpt"]  # fmt: skip
 
 DEFAULT_CLI_MODEL = "m3-mini"
+# The options of every command that loads a model (eval's too).
+BackendOpt = Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on the CPU; needs the onnx extra)")]
+PrecisionOpt = Annotated[str, typer.Option(help="fp32, or int8 (--backend onnx only: quantised backbone)")]
 
 
 @dataclass(frozen=True)
 class ModelOptions:
+    """The model a command loads; built at the command's start, so bad values are usage errors (exit 2)
+    before anything is read."""
+
     name: str = DEFAULT_CLI_MODEL
     device: str | None = None
     dtype: str | None = None
-    backend: str = "torch"  # checked by check_model_options: torch or onnx
+    backend: str = "torch"  # torch or onnx
     precision: str = "fp32"  # fp32, or int8 (onnx only)
+
+    def __post_init__(self) -> None:
+        if self.dtype is not None and self.dtype not in ("float32", "float16", "bfloat16"):
+            from m3_rag.validation import short_repr
+
+            raise CliError(f"--dtype {short_repr(self.dtype)} is not known; expected float32, float16 or bfloat16.", EXIT_USAGE)
+        check_backend_options(self.backend, self.precision)
 
 
 @dataclass(frozen=True)
@@ -72,26 +89,23 @@ def check_backend_options(backend: str, precision: str) -> tuple[Backend, Precis
         raise CliError(message, EXIT_USAGE) from exc
 
 
-def check_model_options(options: ModelOptions) -> tuple[Backend, Precision]:
-    """Check ``--dtype``, ``--backend`` and ``--precision`` (no model is read); returns the backend pair."""
-    if options.dtype is not None and options.dtype not in ("float32", "float16", "bfloat16"):
-        from m3_rag.validation import short_repr
+@contextlib.contextmanager
+def onnx_extra_errors(backend: str) -> Iterator[None]:
+    """With ``--backend onnx``, a missing ``m3-rag[onnx]`` extra (ImportError) becomes a one-line error."""
+    try:
+        yield
+    except ImportError as exc:
+        if backend != "onnx":
+            raise
+        from m3_rag.backends import ONNX_EXTRA
 
-        raise CliError(f"--dtype {short_repr(options.dtype)} is not known; expected float32, float16 or bfloat16.", EXIT_USAGE)
-    return check_backend_options(options.backend, options.precision)
-
-
-def onnx_import_error(exc: ImportError) -> CliError:
-    """The one-line error of ``--backend onnx`` without its extra installed."""
-    from m3_rag.backends import ONNX_EXTRA
-
-    reason = str(exc).split(" Fix:")[0].rstrip(". ") or type(exc).__name__
-    return CliError(f"--backend onnx needs the extra {ONNX_EXTRA} ({reason}). "
-                    f'Fix: pip install "{ONNX_EXTRA}", or drop --backend onnx.')  # fmt: skip
+        reason = str(exc).split(" Fix:")[0].rstrip(". ") or type(exc).__name__
+        raise CliError(f"--backend onnx needs the extra {ONNX_EXTRA} ({reason}). "
+                       f'Fix: pip install "{ONNX_EXTRA}", or drop --backend onnx.') from exc  # fmt: skip
 
 
 def load_encoder(options: ModelOptions) -> Any:
-    backend, precision = check_model_options(options)  # before anything is imported or read
+    backend, precision = check_backend_options(options.backend, options.precision)  # typed; ModelOptions checked them
     from transformers.utils import logging as hf_logging
 
     from m3_rag import M3Encoder
@@ -99,12 +113,9 @@ def load_encoder(options: ModelOptions) -> Any:
     hf_logging.disable_progress_bar()  # our own bars are the ones that matter
     # An unknown or unavailable --device is a ValueError from the encoder, raised before any weights are read.
     try:
-        return M3Encoder.from_pretrained(options.name, device=options.device, dtype=options.dtype,
-                                         backend=backend, precision=precision)  # fmt: skip
-    except ImportError as exc:
-        if backend != "onnx":
-            raise
-        raise onnx_import_error(exc) from exc
+        with onnx_extra_errors(backend):
+            return M3Encoder.from_pretrained(options.name, device=options.device, dtype=options.dtype,
+                                             backend=backend, precision=precision)  # fmt: skip
     except RuntimeError as exc:  # torch or transformers failing inside the load; the message says why
         where = f" on device {options.device!r}" if options.device else ""
         raise CliError(f"cannot load model {options.name!r}{where}: {exc}") from exc

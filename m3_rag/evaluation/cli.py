@@ -110,6 +110,7 @@ def eval_command(
     min_weight: Annotated[float, typer.Option(help="with --select-weights: smallest weight of any mode (0 allows "
                                               "single-mode and pair corners)")] = 0.1,
     device: str | None = None,
+    # Spelled as m3_rag.cli.resources.BackendOpt / PrecisionOpt: importing those here would be circular (m3_rag.cli imports this module).
     backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime on the CPU; needs the onnx extra)")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, or int8 (--backend onnx only: quantised backbone)")] = "fp32",
     output: Annotated[Path | None, typer.Option("--json", help="also write the report as JSON here")] = None,
@@ -117,18 +118,20 @@ def eval_command(
 ) -> None:
     """Exhaustive dense/sparse/colbert/dense+sparse/all and store hybrid+rerank/m3, in one table."""
     from m3_rag.cli.errors import CliError
-    from m3_rag.cli.resources import check_backend_options, onnx_import_error
+    from m3_rag.cli.resources import check_backend_options, onnx_extra_errors
     from m3_rag.evaluation.beir import load_beir
     from m3_rag.evaluation.evaluate import evaluate
-    from m3_rag.train.states_encoder import open_encoder
+    from m3_rag.train.states_encoder import check_state_cache_backend, open_encoder
 
-    try:
+    try:  # before the data loads, in the command line's spelling
         runs_on = check_backend_options(backend, precision)
     except CliError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if state_cache is not None and runs_on != ("torch", "fp32"):
+    try:
+        check_state_cache_backend(state_cache, *runs_on)
+    except ValueError as exc:
         raise typer.BadParameter(f"--state-cache holds torch states, found --backend {backend} --precision {precision}; "
-                                 "expected torch fp32. Fix: drop --state-cache, or --backend/--precision")  # fmt: skip
+                                 "expected torch fp32. Fix: drop --state-cache, or --backend/--precision") from exc  # fmt: skip
     w = None
     if weights is not None:
         parts = [p for p in weights.replace(" ", "").split(",") if p]
@@ -152,13 +155,9 @@ def eval_command(
     data = load_beir(folder, split, max_queries=max_queries, max_docs=max_docs, seed=seed)
     given = {"query_max_length": query_max_length, "document_max_length": doc_max_length}
     lengths = {name: value for name, value in given.items() if value is not None}
-    try:
+    with onnx_extra_errors(backend):
         encoder = open_encoder(model, state_cache=state_cache, device=device, show_progress=progress,
                                backend=runs_on[0], precision=runs_on[1], **lengths)  # fmt: skip
-    except ImportError as exc:
-        if runs_on[0] != "onnx":
-            raise
-        raise onnx_import_error(exc) from exc
     # One encode of the corpus (and one MaxSim pass) serves the weight selection and the table.
     report = evaluate(encoder, data, model_name=model, weights=w, select_weights=select_weights,
                       weight_step=weight_step, min_weight=min_weight, pipeline=pipeline, index_path=index_path,

@@ -106,6 +106,17 @@ class _Lengths(TypedDict, total=False):
     document_max_length: int
 
 
+def check_state_cache_backend(state_cache: str | Path | None, backend: str, precision: str) -> None:
+    """ValueError unless ``backend``/``precision`` are valid and, with a state cache, torch fp32 (the
+    cached states are the torch backbone's); nothing is read."""
+    check_backend(backend, precision)
+    if state_cache is not None and (backend, precision) != ("torch", "fp32"):
+        raise ValueError(
+            f"state_cache holds the torch backbone's states, found backend {backend!r} with precision {precision!r}; "
+            "expected torch fp32. Fix: drop the state cache to encode with that backend, or keep the defaults."
+        )
+
+
 def open_encoder(
     model: str | Path,
     *,
@@ -121,13 +132,8 @@ def open_encoder(
     ``backend`` at ``precision`` (cached states are the torch backbone's: torch fp32 only).
     ``lengths``: ``query_max_length`` / ``document_max_length``; absent ones are the encoder's own
     defaults (M3Encoder: 512 / 8192, capped to what the model can read; cached states: 512 / 512)."""
-    check_backend(backend, precision)
+    check_state_cache_backend(state_cache, backend, precision)
     if state_cache is not None:
-        if (backend, precision) != ("torch", "fp32"):
-            raise ValueError(
-                f"state_cache holds the torch backbone's states, found backend {backend!r} with precision {precision!r}; "
-                "expected torch fp32. Fix: drop the state cache to encode with that backend, or keep the defaults."
-            )
         return StateCachedEncoder(model, state_cache, show_progress=show_progress, **lengths)
     from m3_rag import M3Encoder
 
